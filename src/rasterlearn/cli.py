@@ -1,0 +1,226 @@
+"""The ``rasterlearn`` command line: one thin command per tool; user errors -> one line, exit 2."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from rasterlearn.errors import RasterLearnError
+from rasterlearn.export import CROP_MODES, PROCESSING_MODES, REFERENCE_SYSTEMS, export_training_data
+from rasterlearn.formats.chip_images import CHIP_IMAGE_FORMATS
+from rasterlearn.formats.export_reader import read_export_folder
+from rasterlearn.formats.metadata_formats import METADATA_FORMATS
+
+app = typer.Typer(
+    name="rasterlearn",
+    help="Deep learning on geospatial imagery, interoperable with ArcGIS Image Analyst.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err_console = Console(stderr=True)
+out_console = Console()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _keywords(name: str, values: Any) -> type[Enum]:
+    return Enum(name, {v: v for v in values}, type=str)
+
+
+MetadataFormatChoice = _keywords("MetadataFormatChoice", METADATA_FORMATS)
+ChipFormatChoice = _keywords("ChipFormatChoice", CHIP_IMAGE_FORMATS)
+ReferenceSystemChoice = _keywords("ReferenceSystemChoice", REFERENCE_SYSTEMS)
+ProcessingModeChoice = _keywords("ProcessingModeChoice", PROCESSING_MODES)
+CropModeChoice = _keywords("CropModeChoice", CROP_MODES)
+
+
+def user_errors(fn: F) -> F:
+    """Turn a RasterLearnError into one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RasterLearnError as err:
+            err_console.print(f"[bold red]error:[/] {err}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted: nothing was written", highlight=False)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command("export-training-data")
+@user_errors
+def export_training_data_cmd(
+    in_raster: Annotated[str, typer.Argument(help="Input raster, VRT, URL or folder of rasters.")],
+    out_folder: Annotated[Path, typer.Argument(help="Output folder (must be empty or new).")],
+    class_data: Annotated[
+        str | None,
+        typer.Option(
+            "--class-data",
+            help="Labelled features (polygons; points/lines with --buffer-radius), a classified "
+            "raster, or a folder of classified rasters.",
+        ),
+    ] = None,
+    image_chip_format: Annotated[
+        ChipFormatChoice, typer.Option(case_sensitive=False, help="Chip image format.")
+    ] = "TIFF",
+    tile_size_x: Annotated[int, typer.Option(help="Chip width in pixels.")] = 256,
+    tile_size_y: Annotated[int, typer.Option(help="Chip height in pixels.")] = 256,
+    stride_x: Annotated[int, typer.Option(help="Horizontal step between chips in pixels.")] = 128,
+    stride_y: Annotated[int, typer.Option(help="Vertical step between chips in pixels.")] = 128,
+    output_nofeature_tiles: Annotated[
+        bool,
+        typer.Option(
+            "--output-nofeature-tiles/--only-tiles-with-features",
+            help="Also write chips without labels (ALL_TILES).",
+        ),
+    ] = False,
+    metadata_format: Annotated[
+        MetadataFormatChoice, typer.Option(case_sensitive=False, help="Label format.")
+    ] = "PASCAL_VOC_rectangles",
+    class_value_field: Annotated[
+        str | None,
+        typer.Option(help="Integer class field; default 'value'/'classvalue', else one class."),
+    ] = None,
+    buffer_radius: Annotated[
+        float, typer.Option(help="Buffer around features, in the features' map units.")
+    ] = 0.0,
+    mask_polygons: Annotated[
+        str | None,
+        typer.Option("--mask-polygons", help="Only chips completely inside these polygons."),
+    ] = None,
+    rotation_angle: Annotated[
+        float, typer.Option(help="Also write chips rotated by multiples of this angle (degrees).")
+    ] = 0.0,
+    reference_system: Annotated[
+        ReferenceSystemChoice, typer.Option(case_sensitive=False, help="Image space of the chips.")
+    ] = "MAP_SPACE",
+    processing_mode: Annotated[
+        ProcessingModeChoice,
+        typer.Option(case_sensitive=False, help="For folders: one mosaic, or item by item."),
+    ] = "PROCESS_AS_MOSAICKED_IMAGE",
+    blacken_around_feature: Annotated[
+        bool, typer.Option(help="Labeled_Tiles: zero the pixels outside the feature.")
+    ] = False,
+    crop_mode: Annotated[
+        CropModeChoice,
+        typer.Option(case_sensitive=False, help="Labeled_Tiles/Imagenet: fixed size or feature box."),
+    ] = "FIXED_SIZE",
+    min_polygon_overlap_ratio: Annotated[
+        float, typer.Option(help="Drop features with less than this fraction inside a chip.")
+    ] = 0.0,
+    extent: Annotated[
+        tuple[float, float, float, float] | None,
+        typer.Option(help="Processing extent XMIN YMIN XMAX YMAX in the raster's coordinates."),
+    ] = None,
+    cell_size: Annotated[
+        float | None, typer.Option(help="Resample the raster to this cell size (map units).")
+    ] = None,
+    max_nodata_fraction: Annotated[
+        float, typer.Option(help="Skip chips with a larger fraction of nodata pixels.")
+    ] = 1.0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+    num_workers: Annotated[
+        int | None, typer.Option(help="Threads to use (default: every core).")
+    ] = None,
+) -> None:
+    """Export Training Data For Deep Learning: image chips and labels in ArcGIS's layout."""
+    result = export_training_data(
+        in_raster,
+        out_folder,
+        in_class_data=class_data,
+        image_chip_format=_value(image_chip_format),
+        tile_size_x=tile_size_x,
+        tile_size_y=tile_size_y,
+        stride_x=stride_x,
+        stride_y=stride_y,
+        output_nofeature_tiles=output_nofeature_tiles,
+        metadata_format=_value(metadata_format),
+        class_value_field=class_value_field,
+        buffer_radius=buffer_radius,
+        in_mask_polygons=mask_polygons,
+        rotation_angle=rotation_angle,
+        reference_system=_value(reference_system),
+        processing_mode=_value(processing_mode),
+        blacken_around_feature=blacken_around_feature,
+        crop_mode=_value(crop_mode),
+        min_polygon_overlap_ratio=min_polygon_overlap_ratio,
+        extent=extent,
+        cell_size=cell_size,
+        max_nodata_fraction=max_nodata_fraction,
+        overwrite=overwrite,
+        num_workers=num_workers,
+    )
+    out_console.print(
+        f"Wrote {result.num_chips} {result.metadata_format} chips"
+        + (f" with {result.num_features} features" if result.num_features else "")
+        + f" to {result.out_folder}",
+        highlight=False,
+    )
+
+
+@app.command("export-info")
+@user_errors
+def export_info_cmd(
+    folder: Annotated[Path, typer.Argument(help="A training-data folder (ours or ArcGIS Pro's).")],
+) -> None:
+    """Describe a training-data folder: format, chip size, classes and label counts."""
+    export = read_export_folder(folder)
+    out_console.print(
+        f"{export.path}: {export.metadata_format}, {len(export.chips)} chips of "
+        f"{export.band_count} x {export.tile_height} x {export.tile_width}, {export.image_space}",
+        highlight=False,
+    )
+    counts: dict[int, int] = {}
+    for chip in export.chips:
+        for obj in chip.objects:
+            counts[obj.class_value] = counts.get(obj.class_value, 0) + 1
+        for value in chip.tile_classes if not chip.objects else ():
+            counts[value] = counts.get(value, 0) + 1
+    for c in export.classes:
+        out_console.print(f"  class {c.value} {c.name}: {counts.get(c.value, 0)} labels", highlight=False)
+    if export.dropped_chips or export.dropped_objects:
+        out_console.print(
+            f"  left out: {export.dropped_chips} chips without labels, "
+            f"{export.dropped_objects} objects of unknown classes",
+            highlight=False,
+        )
+
+
+@app.command("demo")
+@user_errors
+def demo_cmd(
+    out_folder: Annotated[Path, typer.Argument(help="Folder for the demo outputs.")] = Path(
+        "demo-output"
+    ),
+    overwrite: Annotated[bool, typer.Option(help="Replace earlier demo outputs.")] = True,
+) -> None:
+    """Run the workflow on the bundled NEON sample and print where the results are."""
+    from rasterlearn.demo import run_demo
+
+    for line in run_demo(out_folder, overwrite=overwrite):
+        out_console.print(line, highlight=False)
+
+
+def _value(choice: Any) -> str:
+    return choice.value if isinstance(choice, Enum) else str(choice)
+
+
+def main() -> None:
+    """Entry point of the ``rasterlearn`` script."""
+    app(prog_name="rasterlearn")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,713 @@
+"""Export Training Data For Deep Learning: imagery + labels -> chips in ArcGIS's folder layout."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import shapely
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.features import rasterize, shapes
+
+from rasterlearn.errors import InputError, ParameterError
+from rasterlearn.formats.chip_images import chip_image_format
+from rasterlearn.formats.chips import (
+    ACCUMULATED_STATS_FILE,
+    EMD_FILE,
+    STATS_FILE,
+    ChipGeoref,
+    ClassInfo,
+    ExportWriter,
+    accumulated_stats,
+    training_emd,
+    write_json,
+)
+from rasterlearn.formats.labels import ChipLabels, ObjectLabel
+from rasterlearn.formats.metadata_formats import MetadataFormat
+from rasterlearn.formats.metadata_formats import metadata_format as _metadata_format
+from rasterlearn.geo.grid import Box, tile_grid
+from rasterlearn.geo.raster import RasterInfo, RasterSource, open_raster_input
+from rasterlearn.geo.stats import chip_band_stats
+from rasterlearn.geo.vector import FeatureSet, load_features, load_mask
+from rasterlearn.outputs import atomic_output
+from rasterlearn.parallel import BoundedSubmitter, default_workers, ordered_map
+from rasterlearn.progress import progress_bar
+
+# rasterize() builds in-memory rasters that warn about their (deliberately) missing georeference.
+warnings.filterwarnings("ignore", "Dataset has no geotransform", NotGeoreferencedWarning)
+warnings.filterwarnings("ignore", "The given matrix is equal to Affine.identity", NotGeoreferencedWarning)
+
+REFERENCE_SYSTEMS = ("MAP_SPACE", "PIXEL_SPACE")
+PROCESSING_MODES = ("PROCESS_AS_MOSAICKED_IMAGE", "PROCESS_ITEMS_SEPARATELY")
+CROP_MODES = ("FIXED_SIZE", "BOUNDING_BOX")
+
+# A qualitative palette for classes that come without colours (value 1 gets the first).
+PALETTE = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (255, 225, 25),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (220, 190, 255),
+    (170, 110, 40),
+    (128, 0, 0),
+    (0, 0, 128),
+    (128, 128, 0),
+)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote.
+
+    Attributes:
+        out_folder: The export folder.
+        metadata_format: Its ``MetaDataMode``.
+        num_chips: Number of image chips.
+        num_features: Number of labelled objects over all chips (0 for pixel formats).
+        classes: The class table.
+    """
+
+    out_folder: Path
+    metadata_format: str
+    num_chips: int
+    num_features: int
+    classes: list[ClassInfo]
+
+
+@dataclass(frozen=True)
+class ChipPlan:
+    """One chip to cut: its pixel grid in the raster's space, and the feature it is cut for."""
+
+    transform: Affine
+    width: int
+    height: int
+    feature: int | None = None
+
+    @property
+    def footprint(self) -> shapely.Polygon:
+        corners = [
+            self.transform @ c
+            for c in ((0, 0), (self.width, 0), (self.width, self.height), (0, self.height))
+        ]
+        return shapely.Polygon(corners)
+
+
+@dataclass(frozen=True)
+class _Hit:
+    """A labelled object in a chip: its feature (None for raster labels), value, part, map area."""
+
+    index: int | None
+    value: int
+    part: shapely.Geometry
+    area: float
+
+
+@dataclass
+class CutChip:
+    """A chip read and labelled, ready to be written."""
+
+    data: np.ndarray
+    transform: Affine
+    labels: ChipLabels
+    band_stats: list
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """The validated parameters the chip cutter needs."""
+
+    fmt: MetadataFormat
+    tile_height: int
+    tile_width: int
+    output_nofeature_tiles: bool
+    min_polygon_overlap_ratio: float
+    max_nodata_fraction: float
+    blacken_around_feature: bool
+    crop_mode: str
+
+
+def _choice(value: str, allowed: tuple[str, ...], parameter: str) -> str:
+    for option in allowed:
+        if option.lower() == str(value).lower():
+            return option
+    raise ParameterError(f"unknown {parameter} '{value}'", f"use one of {', '.join(allowed)}")
+
+
+def _pixel_geometry(geom: shapely.Geometry, inverse: Affine) -> shapely.Geometry:
+    """A geometry in the pixel coordinates of a grid, given the grid's inverse transform."""
+    return shapely.affinity.affine_transform(
+        geom, [inverse.a, inverse.b, inverse.d, inverse.e, inverse.c, inverse.f]
+    )
+
+
+class ChipCutter:
+    """Reads and labels chips; safe to call from several threads at once."""
+
+    def __init__(
+        self,
+        source: RasterSource,
+        settings: ExportSettings,
+        features: FeatureSet | None,
+        class_source: RasterSource | None,
+    ) -> None:
+        self.source = source
+        self.settings = settings
+        self.features = features
+        self.tree = features.tree if features is not None else None
+        self.class_source = class_source
+
+    def __call__(self, plan: ChipPlan) -> CutChip | None:
+        s = self.settings
+        data, valid = self.source.read_onto(plan.transform, plan.width, plan.height)
+        nodata_fraction = 1.0 - float(valid.mean())
+        if nodata_fraction >= 1.0 or nodata_fraction > s.max_nodata_fraction:
+            return None
+        labels = self._labels(plan, data)
+        if labels is None:
+            return None
+        return CutChip(data, plan.transform, labels, chip_band_stats(data, valid))
+
+    def _objects(self, plan: ChipPlan) -> list[_Hit]:
+        """Features overlapping the chip by at least the minimum ratio, clipped to it."""
+        candidates = np.sort(self.tree.query(plan.footprint, predicate="intersects"))
+        inverse = ~plan.transform
+        pixel_area = abs(plan.transform.determinant)
+        hits = []
+        for i in candidates:
+            geom = _pixel_geometry(self.features.geometries[i], inverse)
+            part = shapely.clip_by_rect(geom, 0, 0, plan.width, plan.height)
+            if part.is_empty or part.area <= 0:
+                continue
+            if part.area / geom.area < self.settings.min_polygon_overlap_ratio:
+                continue
+            hits.append(_Hit(int(i), int(self.features.values[i]), part, part.area * pixel_area))
+        return hits
+
+    def _labels(self, plan: ChipPlan, data: np.ndarray) -> ChipLabels | None:
+        kind = self.settings.fmt.labels
+        keep_empty = self.settings.output_nofeature_tiles
+        if kind == "none":
+            return ChipLabels()
+        if plan.feature is not None:
+            return self._feature_chip_labels(plan, data)
+        class_raster = None
+        if self.class_source is not None:
+            class_raster = self._class_raster(plan)
+            hits = _objects_from_class_raster(class_raster, abs(plan.transform.determinant))
+        else:
+            hits = self._objects(plan)
+        if kind == "pixels":
+            if class_raster is None:
+                class_raster = self._rasterize(plan, hits)
+            if not keep_empty and not class_raster.any():
+                return None
+            return ChipLabels(class_raster=class_raster)
+        if not hits and not keep_empty:
+            return None
+        if kind == "rectangles":
+            return ChipLabels(
+                objects=[ObjectLabel(h.value, *h.part.bounds, area=h.area) for h in hits]
+            )
+        if kind == "instances":
+            objects = [ObjectLabel(h.value, *h.part.bounds, area=h.area) for h in hits]
+            return ChipLabels(objects=objects, instances=_instance_rasters(hits, plan))
+        if kind == "multitile":
+            return ChipLabels(tile_classes=sorted({h.value for h in hits}))
+        raise AssertionError(kind)
+
+    def _feature_chip_labels(self, plan: ChipPlan, data: np.ndarray) -> ChipLabels:
+        i = plan.feature
+        value = int(self.features.values[i])
+        geom = _pixel_geometry(self.features.geometries[i], ~plan.transform)
+        part = shapely.clip_by_rect(geom, 0, 0, plan.width, plan.height)
+        if self.settings.blacken_around_feature:
+            inside = rasterize_pixels(part, (plan.height, plan.width))
+            data[:, ~inside] = 0
+        area = part.area * abs(plan.transform.determinant)
+        return ChipLabels(
+            objects=[ObjectLabel(value, *part.bounds, area=area)], tile_classes=[value]
+        )
+
+    def _rasterize(self, plan: ChipPlan, hits: list[_Hit]) -> np.ndarray:
+        """Class values of the features in the chip, drawn in file order (later ones on top)."""
+        dtype = "uint8" if self.features.values.max(initial=0) < 256 else "uint16"
+        if not hits:
+            return np.zeros((plan.height, plan.width), dtype=dtype)
+        shapes_values = [(self.features.geometries[h.index], h.value) for h in hits]
+        return rasterize(
+            shapes_values,
+            out_shape=(plan.height, plan.width),
+            transform=plan.transform,
+            fill=0,
+            dtype=dtype,
+        )
+
+    def _class_raster(self, plan: ChipPlan) -> np.ndarray:
+        data, valid = self.class_source.read_onto(
+            plan.transform, plan.width, plan.height, Resampling.nearest
+        )
+        band = data[0]
+        band = np.where(valid, band, 0)
+        return band.astype(np.uint8 if band.max(initial=0) < 256 else np.uint16)
+
+
+def rasterize_pixels(geom: shapely.Geometry, shape: tuple[int, int]) -> np.ndarray:
+    """Boolean mask of a geometry given in pixel coordinates."""
+    return rasterize([(geom, 1)], out_shape=shape, dtype="uint8") > 0
+
+
+def _objects_from_class_raster(class_raster: np.ndarray, pixel_area: float) -> list[_Hit]:
+    """Connected regions of one class value as objects, in chip pixels."""
+    hits = []
+    for geojson, value in shapes(class_raster, mask=class_raster > 0, connectivity=8):
+        geom = shapely.geometry.shape(geojson)
+        hits.append(_Hit(None, int(value), geom, geom.area * pixel_area))
+    return hits
+
+
+def _instance_rasters(hits: list[_Hit], plan: ChipPlan) -> dict[int, np.ndarray]:
+    """Per class, instance-id rasters; overlapping instances spill into extra bands."""
+    shape = (plan.height, plan.width)
+    out: dict[int, np.ndarray] = {}
+    for value in sorted({h.value for h in hits}):
+        bands: list[np.ndarray] = []
+        instance_id = 0
+        for hit in (h for h in hits if h.value == value):
+            mask = rasterize_pixels(hit.part, shape)
+            if not mask.any():
+                continue
+            instance_id += 1
+            target = next((b for b in bands if not b[mask].any()), None)
+            if target is None:
+                target = np.zeros(shape, dtype=np.uint16)
+                bands.append(target)
+            target[mask] = instance_id
+        if bands:
+            out[value] = np.stack(bands)
+    return out
+
+
+def _grid_plans(
+    info: RasterInfo,
+    area: Box,
+    settings: ExportSettings,
+    stride_x: int,
+    stride_y: int,
+    angles: list[float],
+) -> Iterator[ChipPlan]:
+    for tile in tile_grid(area, settings.tile_height, settings.tile_width, stride_y, stride_x):
+        base = info.transform @ Affine.translation(tile.col, tile.row)
+        yield from _rotations(base, tile.width, tile.height, angles, None)
+
+
+def _rotations(
+    base: Affine, width: int, height: int, angles: list[float], feature: int | None
+) -> Iterator[ChipPlan]:
+    for angle in angles:
+        transform = base
+        if angle:
+            cx, cy = width / 2, height / 2
+            transform = (
+                base
+                @ Affine.translation(cx, cy)
+                @ Affine.rotation(angle)
+                @ Affine.translation(-cx, -cy)
+            )
+        yield ChipPlan(transform, width, height, feature)
+
+
+def _feature_plans(
+    info: RasterInfo, area: Box, features: FeatureSet, settings: ExportSettings, angles: list[float]
+) -> Iterator[ChipPlan]:
+    inverse = ~info.transform
+    area_poly = shapely.box(area.col, area.row, area.col_end, area.row_end)
+    for i, geom in enumerate(features.geometries):
+        pixel = _pixel_geometry(geom, inverse)
+        if not pixel.intersects(area_poly):
+            continue
+        x0, y0, x1, y1 = pixel.bounds
+        c0, r0 = math.floor(x0), math.floor(y0)
+        bbox = Box(r0, c0, max(1, math.ceil(y1) - r0), max(1, math.ceil(x1) - c0))
+        box = (
+            bbox.centered(settings.tile_height, settings.tile_width)
+            if settings.crop_mode == "FIXED_SIZE"
+            else bbox
+        )
+        base = info.transform @ Affine.translation(box.col, box.row)
+        yield from _rotations(base, box.width, box.height, angles, i)
+
+
+def _processing_area(
+    info: RasterInfo, extent: tuple[float, float, float, float] | None, name: str
+) -> Box:
+    if extent is None:
+        return info.bounds_box
+    xmin, ymin, xmax, ymax = extent
+    inverse = ~info.transform
+    cols, rows = zip(*(inverse @ (x, y) for x in (xmin, xmax) for y in (ymin, ymax)), strict=True)
+    window = Box(math.floor(min(rows)), math.floor(min(cols)), 0, 0)
+    box = Box(
+        window.row, window.col, math.ceil(max(rows)) - window.row, math.ceil(max(cols)) - window.col
+    )
+    inside = info.bounds_box.intersection(box) if box.area > 0 else None
+    if inside is None:
+        raise ParameterError(
+            f"processing extent {extent} does not overlap raster {name}",
+            "give the extent as xmin ymin xmax ymax in the raster's coordinate system",
+        )
+    return inside
+
+
+def _rotation_angles(rotation_angle: float) -> list[float]:
+    if not rotation_angle or rotation_angle % 360 == 0:
+        return [0.0]
+    if rotation_angle < 0 or rotation_angle >= 360:
+        raise ParameterError(
+            f"rotation angle {rotation_angle} is out of range", "use 0 < angle < 360"
+        )
+    return [k * rotation_angle for k in range(math.ceil(360 / rotation_angle))]
+
+
+def _class_table(features: FeatureSet | None, class_source: RasterSource | None) -> list[ClassInfo]:
+    if features is not None:
+        names = features.names
+        return [ClassInfo(v, n, PALETTE[(v - 1) % len(PALETTE)]) for v, n in names.items()]
+    if class_source is None:
+        return []
+    values, colormap = _class_raster_values(class_source)
+    return [ClassInfo(v, str(v), colormap.get(v, PALETTE[(v - 1) % len(PALETTE)])) for v in values]
+
+
+def _class_raster_values(source: RasterSource) -> tuple[list[int], dict[int, tuple[int, int, int]]]:
+    """The class values in a classified raster (block by block), and its colour table."""
+    info = source.info
+    if not np.issubdtype(np.dtype(info.dtype), np.integer):
+        raise InputError(
+            f"classified raster {source.name} holds {info.dtype} values, not class values",
+            "give an integer raster of class values (0 = NoData)",
+        )
+    present: set[int] = set()
+    for box in tile_grid(
+        info.bounds_box, min(1024, info.height), min(1024, info.width), 1024, 1024
+    ):
+        data = source.read(box)[0]
+        if info.nodata is not None:
+            data = data[data != info.nodata]
+        present.update(int(v) for v in np.unique(data))
+    present.discard(0)
+    try:
+        ds = source._dataset()
+        colormap = {k: tuple(v[:3]) for k, v in ds.colormap(1).items()}
+    except ValueError:
+        colormap = {}
+    return sorted(present), colormap
+
+
+def _check_overlap(features: FeatureSet, info: RasterInfo, name: str, source: str) -> None:
+    footprint = shapely.Polygon(
+        [
+            info.transform @ c
+            for c in ((0, 0), (info.width, 0), (info.width, info.height), (0, info.height))
+        ]
+    )
+    if not features.tree.query(footprint, predicate="intersects").size:
+        raise InputError(
+            f"none of the {len(features)} features of {source} overlap raster {name}",
+            "check that features and raster cover the same area and their coordinate systems are right",
+        )
+
+
+def export_training_data(
+    in_raster: str | Path,
+    out_folder: str | Path,
+    in_class_data: str | Path | None = None,
+    image_chip_format: str = "TIFF",
+    tile_size_x: int = 256,
+    tile_size_y: int = 256,
+    stride_x: int = 128,
+    stride_y: int = 128,
+    output_nofeature_tiles: bool = False,
+    metadata_format: str = "PASCAL_VOC_rectangles",
+    class_value_field: str | None = None,
+    buffer_radius: float = 0.0,
+    in_mask_polygons: str | Path | None = None,
+    rotation_angle: float = 0.0,
+    reference_system: str = "MAP_SPACE",
+    processing_mode: str = "PROCESS_AS_MOSAICKED_IMAGE",
+    blacken_around_feature: bool = False,
+    crop_mode: str = "FIXED_SIZE",
+    min_polygon_overlap_ratio: float = 0.0,
+    extent: tuple[float, float, float, float] | None = None,
+    cell_size: float | None = None,
+    max_nodata_fraction: float = 1.0,
+    overwrite: bool = False,
+    num_workers: int | None = None,
+    progress: bool | None = None,
+) -> ExportResult:
+    """Export Training Data For Deep Learning: cut image chips and labels in ArcGIS's layout.
+
+    Parameters follow ArcGIS's tool (names in snake_case, same defaults).
+
+    Args:
+        in_raster: Raster file, VRT, URL or folder of rasters.
+        out_folder: Output folder; must be empty or missing unless ``overwrite``.
+        in_class_data: Labelled features (polygons, or points/lines with ``buffer_radius``),
+            a classified raster, or a folder of classified rasters.
+        image_chip_format: ``TIFF``, ``PNG`` or ``JPEG`` (PNG/JPEG: at most 3 bands of 8-bit data).
+        tile_size_x: Chip width in pixels.
+        tile_size_y: Chip height in pixels.
+        stride_x: Horizontal step between chips in pixels.
+        stride_y: Vertical step between chips in pixels.
+        output_nofeature_tiles: Also write chips that contain no labels (``ALL_TILES``).
+        metadata_format: ``PASCAL_VOC_rectangles``, ``KITTI_rectangles``, ``Classified_Tiles``,
+            ``RCNN_Masks``, ``Labeled_Tiles``, ``MultiLabeled_Tiles``, ``Imagenet`` or ``Export_Tiles``.
+        class_value_field: Integer class field; default ``value``/``classvalue``, else one class.
+        buffer_radius: Buffer around features, in the features' map units.
+        in_mask_polygons: Only chips lying completely inside these polygons are written.
+        rotation_angle: Also write chips rotated by multiples of this angle (degrees).
+        reference_system: ``MAP_SPACE`` or ``PIXEL_SPACE`` (recorded as ``ImageSpaceUsed``).
+        processing_mode: For folders: ``PROCESS_AS_MOSAICKED_IMAGE`` or ``PROCESS_ITEMS_SEPARATELY``.
+        blacken_around_feature: Labeled_Tiles: zero the pixels outside the feature.
+        crop_mode: Labeled_Tiles/Imagenet: ``FIXED_SIZE`` chips centred on the feature, or
+            ``BOUNDING_BOX`` chips cropped to it.
+        min_polygon_overlap_ratio: Drop a feature from a chip when less than this fraction of
+            it lies inside the chip.
+        extent: Processing extent ``(xmin, ymin, xmax, ymax)`` in the raster's coordinates.
+        cell_size: Resample the raster to this cell size on read.
+        max_nodata_fraction: Skip chips with a larger fraction of nodata pixels; chips that are
+            entirely nodata are always skipped.
+        overwrite: Replace an existing output folder.
+        num_workers: Threads to use (default: every core).
+        progress: Show a progress bar (default: on terminals).
+
+    Returns:
+        What was written.
+
+    Raises:
+        RasterLearnError: for any input or parameter the user must fix; nothing is left behind.
+    """
+    fmt = _metadata_format(metadata_format)
+    chip_format = chip_image_format(image_chip_format)
+    reference_system = _choice(reference_system, REFERENCE_SYSTEMS, "reference system")
+    processing_mode = _choice(processing_mode, PROCESSING_MODES, "processing mode")
+    crop_mode = _choice(crop_mode, CROP_MODES, "crop mode")
+    for name, value in (
+        ("tile_size_x", tile_size_x),
+        ("tile_size_y", tile_size_y),
+        ("stride_x", stride_x),
+        ("stride_y", stride_y),
+    ):
+        if int(value) <= 0:
+            raise ParameterError(
+                f"{name} must be a positive number of pixels, got {value}", "use e.g. 256"
+            )
+    if not 0 <= min_polygon_overlap_ratio <= 1:
+        raise ParameterError("min_polygon_overlap_ratio must be between 0 and 1", "use e.g. 0.5")
+    if not 0 <= max_nodata_fraction <= 1:
+        raise ParameterError("max_nodata_fraction must be between 0 and 1", "use e.g. 0.5")
+    if cell_size is not None and cell_size <= 0:
+        raise ParameterError(f"cell size must be positive, got {cell_size}", "give it in map units")
+    if fmt.needs_class_data and in_class_data is None:
+        raise ParameterError(f"metadata format {fmt.keyword} needs class data", "give --class-data")
+    angles = _rotation_angles(rotation_angle)
+    settings = ExportSettings(
+        fmt=fmt,
+        tile_height=int(tile_size_y),
+        tile_width=int(tile_size_x),
+        output_nofeature_tiles=output_nofeature_tiles,
+        min_polygon_overlap_ratio=float(min_polygon_overlap_ratio),
+        max_nodata_fraction=float(max_nodata_fraction),
+        blacken_around_feature=blacken_around_feature,
+        crop_mode=crop_mode,
+    )
+    sources = open_raster_input(in_raster, processing_mode == "PROCESS_ITEMS_SEPARATELY", cell_size)
+    class_source = None
+    try:
+        first = sources[0].info
+        for src in sources:
+            chip_format.check(src.info.count, src.info.dtype)
+            if (src.info.count, src.info.dtype) != (first.count, first.dtype):
+                raise InputError(
+                    f"{src.name} has {src.info.count} {src.info.dtype} bands, unlike {sources[0].name}",
+                    "export rasters of one band layout together",
+                )
+            if src.info.height < settings.tile_height or src.info.width < settings.tile_width:
+                raise ParameterError(
+                    f"tile size {settings.tile_width} x {settings.tile_height} is larger than raster "
+                    f"{src.name} ({src.info.width} x {src.info.height} px)",
+                    "use a smaller --tile-size-x/--tile-size-y",
+                )
+        features, class_source = _load_class_data(
+            in_class_data, first, fmt, class_value_field, buffer_radius
+        )
+        mask = load_mask(in_mask_polygons, first.crs) if in_mask_polygons is not None else None
+        classes = _class_table(features, class_source)
+        return _run_export(
+            sources,
+            out_folder,
+            settings,
+            chip_format,
+            features,
+            class_source,
+            classes,
+            mask,
+            angles,
+            extent,
+            reference_system,
+            stride_x,
+            stride_y,
+            overwrite,
+            num_workers,
+            progress,
+        )
+    finally:
+        for src in sources:
+            src.close()
+        if class_source is not None:
+            class_source.close()
+
+
+def _load_class_data(
+    in_class_data: str | Path | None,
+    info: RasterInfo,
+    fmt: MetadataFormat,
+    class_value_field: str | None,
+    buffer_radius: float,
+) -> tuple[FeatureSet | None, RasterSource | None]:
+    if in_class_data is None or fmt.labels == "none":
+        return None, None
+    path = Path(in_class_data)
+    if not path.exists():
+        raise InputError(f"class data {path} does not exist", "check the path")
+    is_raster = path.is_dir() or path.suffix.lower() in {".tif", ".tiff", ".vrt", ".img"}
+    if is_raster:
+        if fmt.per_feature:
+            raise ParameterError(
+                f"{fmt.keyword} cuts one chip per feature, so it needs features, not a classified raster",
+                "give polygons as class data",
+            )
+        class_source = open_raster_input(path)[0]
+        if (class_source.info.crs is None) != (info.crs is None):
+            class_source.close()
+            raise InputError(
+                f"classified raster {path.name} and the input raster must both have a coordinate system or both lack one",
+                "georeference both the same way",
+            )
+        return None, class_source
+    features = load_features(path, info.crs, class_value_field, buffer_radius)
+    return features, None
+
+
+def _run_export(
+    sources: list[RasterSource],
+    out_folder: str | Path,
+    settings: ExportSettings,
+    chip_format,
+    features: FeatureSet | None,
+    class_source: RasterSource | None,
+    classes: list[ClassInfo],
+    mask: shapely.Geometry | None,
+    angles: list[float],
+    extent,
+    reference_system: str,
+    stride_x: int,
+    stride_y: int,
+    overwrite: bool,
+    num_workers: int | None,
+    progress: bool | None,
+) -> ExportResult:
+    fmt = settings.fmt
+    workers = default_workers(num_workers)
+    plans_per_source = []
+    for src in sources:
+        if features is not None:
+            _check_overlap(features, src.info, src.name, "the class data")
+        area = _processing_area(src.info, extent, src.name)
+        if area.height < settings.tile_height or area.width < settings.tile_width:
+            raise ParameterError(
+                f"the processing extent ({area.width} x {area.height} px) is smaller than a tile",
+                "enlarge the extent or use a smaller tile size",
+            )
+        if fmt.per_feature:
+            plans = list(_feature_plans(src.info, area, features, settings, angles))
+        else:
+            plans = list(
+                _grid_plans(src.info, area, settings, int(stride_x), int(stride_y), angles)
+            )
+        if mask is not None:
+            prepared = shapely.prepared.prep(mask)
+            plans = [p for p in plans if prepared.contains(p.footprint)]
+        plans_per_source.append(plans)
+    total = sum(len(p) for p in plans_per_source)
+    if total == 0:
+        raise InputError(
+            "no chip fits inside the mask polygons and the extent",
+            "check --mask-polygons and --extent",
+        )
+    first = sources[0].info
+    with (
+        atomic_output(out_folder, overwrite=overwrite, folder=True) as tmp,
+        ThreadPoolExecutor(workers) as pool,
+    ):
+        writer = ExportWriter(tmp, fmt, chip_format, classes)
+        submitter = BoundedSubmitter(pool, 2 * workers)
+        index = 0
+        with progress_bar("Exporting chips", total, progress) as advance:
+            for src, plans in zip(sources, plans_per_source, strict=True):
+                cutter = ChipCutter(src, settings, features, class_source)
+                georef_crs = src.info.crs
+                for chip in ordered_map(pool, cutter, plans, 2 * workers):
+                    advance(1)
+                    if chip is None:
+                        continue
+                    georef = ChipGeoref(chip.transform, georef_crs, src.info.nodata)
+                    submitter.submit(
+                        writer.write_chip, index, chip.data, georef, chip.labels, chip.band_stats
+                    )
+                    index += 1
+        submitter.wait()
+        if writer.num_chips == 0:
+            raise InputError(
+                "no chip was written: no tile holds labelled features with enough valid pixels",
+                "check the class data overlaps the raster's valid pixels, or pass --output-nofeature-tiles",
+            )
+        writer.write_map()
+        (tmp / STATS_FILE).write_text(
+            writer.stats_text(first.count, settings.tile_height, settings.tile_width)
+        )
+        write_json(
+            tmp / ACCUMULATED_STATS_FILE,
+            accumulated_stats(writer, first.count, settings.tile_height, settings.tile_width),
+        )
+        crop_tile_mode = "Fixed_Size" if settings.crop_mode == "FIXED_SIZE" else "Variable_Size"
+        write_json(
+            tmp / EMD_FILE,
+            training_emd(
+                writer,
+                settings.tile_height,
+                settings.tile_width,
+                reference_system,
+                first.band_names,
+                first.cell_size if first.crs is not None else None,
+                first.crs,
+                crop_tile_mode,
+                settings.blacken_around_feature,
+            ),
+        )
+    return ExportResult(
+        Path(out_folder), fmt.keyword, writer.num_chips, writer.num_features, classes
+    )

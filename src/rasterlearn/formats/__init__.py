@@ -1,0 +1,1 @@
+"""The on-disk contracts shared with ArcGIS: pure I/O, no torch."""

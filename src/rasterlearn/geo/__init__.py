@@ -1,0 +1,1 @@
+"""Geospatial primitives: rasters, vectors and window grids. No deep learning here."""

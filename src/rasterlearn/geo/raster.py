@@ -1,0 +1,402 @@
+"""Input rasters (file, VRT, folder mosaic, URL) with thread-safe windowed reads, and chip writing."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import MaskFlags, Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import reproject
+
+from rasterlearn.errors import InputError, ParameterError
+from rasterlearn.geo.grid import Box
+
+RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img", ".jp2", ".png", ".jpg", ".jpeg", ".mrf", ".dat"}
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What a raster is: grid, bands and georeference."""
+
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: CRS | None
+    transform: Affine
+    nodata: float | None
+    band_names: tuple[str, ...]
+    has_mask: bool
+
+    @property
+    def is_georeferenced(self) -> bool:
+        return self.crs is not None
+
+    @property
+    def bounds_box(self) -> Box:
+        return Box(0, 0, self.height, self.width)
+
+    @property
+    def cell_size(self) -> tuple[float, float]:
+        return (abs(self.transform.a), abs(self.transform.e))
+
+
+def _band_names(ds: rasterio.io.DatasetReader) -> tuple[str, ...]:
+    names = []
+    for i, desc in enumerate(ds.descriptions, start=1):
+        interp = ds.colorinterp[i - 1].name if i <= len(ds.colorinterp) else "undefined"
+        if desc:
+            names.append(desc)
+        elif interp in ("red", "green", "blue", "alpha", "gray"):
+            names.append(interp.capitalize())
+        else:
+            names.append(f"Band_{i}")
+    return tuple(names)
+
+
+class RasterSource:
+    """A raster opened for concurrent windowed reads.
+
+    Every thread gets its own GDAL handle (rasterio datasets are not thread-safe); handles
+    are closed by :meth:`close`. With ``cell_size`` the raster is resampled on read through
+    a warped VRT.
+
+    Args:
+        spec: A path or URL GDAL can open, or the XML text of a VRT.
+        name: The name shown to users in messages.
+        cell_size: Cell size to resample to, in the raster's map units.
+        resampling: Resampling used for ``cell_size`` and rotated reads.
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        name: str | None = None,
+        cell_size: float | None = None,
+        resampling: Resampling = Resampling.bilinear,
+    ) -> None:
+        self.spec = spec
+        self.name = name or spec
+        self.cell_size = cell_size
+        self.resampling = resampling
+        self._local = threading.local()
+        self._stacks: list[contextlib.ExitStack] = []
+        self._lock = threading.Lock()
+        ds = self._dataset()
+        dtypes = set(ds.dtypes)
+        if len(dtypes) > 1:
+            raise InputError(
+                f"raster {self.name} mixes band data types {sorted(dtypes)}",
+                "convert it to one data type first (gdal_translate -ot)",
+            )
+        self.info = RasterInfo(
+            width=ds.width,
+            height=ds.height,
+            count=ds.count,
+            dtype=ds.dtypes[0],
+            crs=ds.crs if ds.crs else None,
+            transform=ds.transform,
+            nodata=ds.nodata,
+            band_names=_band_names(ds),
+            has_mask=any(
+                MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in ds.mask_flag_enums
+            )
+            and ds.nodata is None,
+        )
+
+    def _dataset(self) -> rasterio.io.DatasetReader:
+        ds = getattr(self._local, "dataset", None)
+        if ds is not None:
+            return ds
+        _ensure_thread_env()
+        stack = contextlib.ExitStack()
+        try:
+            ds = stack.enter_context(rasterio.open(self.spec))
+        except (RasterioIOError, OSError) as err:
+            stack.close()
+            raise InputError(
+                f"cannot read raster {self.name}: {err}",
+                "check the path and that GDAL can open the file (gdalinfo)",
+            ) from None
+        if self.cell_size:
+            ds = stack.enter_context(_resampled(ds, self.cell_size, self.resampling, self.name))
+        with self._lock:
+            self._stacks.append(stack)
+        self._local.dataset = ds
+        return ds
+
+    def close(self) -> None:
+        """Close every handle opened by any thread."""
+        with self._lock:
+            for stack in self._stacks:
+                stack.close()
+            self._stacks.clear()
+        self._local = threading.local()
+
+    def __enter__(self) -> RasterSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read(self, box: Box) -> np.ndarray:
+        """Pixels of all bands in ``box`` as ``(bands, height, width)``; outside the raster is nodata (or 0)."""
+        inside = self.info.bounds_box.contains(box)
+        fill = self.info.nodata if self.info.nodata is not None else 0
+        return self._dataset().read(window=box.to_window(), boundless=not inside, fill_value=fill)
+
+    def read_valid(self, box: Box, data: np.ndarray) -> np.ndarray:
+        """Boolean mask of valid (not nodata, inside the raster) pixels of a read of ``box``."""
+        valid = np.zeros(data.shape[1:], dtype=bool)
+        inside = self.info.bounds_box.intersection(box)
+        if inside is None:
+            return valid
+        sl = np.s_[
+            inside.row - box.row : inside.row_end - box.row,
+            inside.col - box.col : inside.col_end - box.col,
+        ]
+        if self.info.has_mask:
+            valid[sl] = self._dataset().read_masks(1, window=inside.to_window()) > 0
+        elif self.info.nodata is not None:
+            valid[sl] = ~np.all(_equals_nodata(data[(slice(None), *sl)], self.info.nodata), axis=0)
+        else:
+            valid[sl] = True
+        return valid
+
+    def read_onto(
+        self,
+        transform: Affine,
+        width: int,
+        height: int,
+        resampling: Resampling | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels resampled onto another grid of the raster's CRS (e.g. a rotated chip).
+
+        Returns:
+            ``(data, valid)``: data ``(bands, height, width)`` and the mask of pixels that
+            fell on valid raster pixels.
+        """
+        ds = self._dataset()
+        info = self.info
+        box = _as_window_of(info.transform, transform, width, height)
+        if box is not None:
+            data = self.read(box)
+            return data, self.read_valid(box, data)
+        fill = info.nodata if info.nodata is not None else 0
+        data = np.full((info.count, height, width), fill, dtype=info.dtype)
+        crs = info.crs or CRS.from_epsg(3857)  # GDAL's warper needs some CRS; both sides share it
+        reproject(
+            source=rasterio.band(ds, list(range(1, info.count + 1))),
+            destination=data,
+            src_transform=info.transform,
+            src_crs=crs,
+            src_nodata=info.nodata,
+            dst_transform=transform,
+            dst_crs=crs,
+            dst_nodata=fill,
+            resampling=resampling or self.resampling,
+        )
+        valid = _footprint_mask(info, transform, width, height)
+        if info.nodata is not None:
+            valid &= ~np.all(_equals_nodata(data, info.nodata), axis=0)
+        return data, valid
+
+
+_THREAD_ENV = threading.local()
+
+
+def _ensure_thread_env() -> None:
+    """Give this thread a GDAL environment that lives as long as the thread.
+
+    Without one, rasterio ties a per-dataset environment to the opening thread and the
+    dataset cannot be closed from another thread.
+    """
+    if not rasterio.env.hasenv() and getattr(_THREAD_ENV, "env", None) is None:
+        _THREAD_ENV.env = rasterio.Env()
+        _THREAD_ENV.env.__enter__()
+
+
+def _equals_nodata(data: np.ndarray, nodata: float) -> np.ndarray:
+    if np.isnan(nodata):
+        return np.isnan(data)
+    return data == np.asarray(nodata).astype(data.dtype)
+
+
+def _footprint_mask(info: RasterInfo, transform: Affine, width: int, height: int) -> np.ndarray:
+    """Which pixels of a grid fall inside the raster's extent."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    xs, ys = transform @ (cols + 0.5, rows + 0.5)
+    src_cols, src_rows = ~info.transform @ (xs, ys)
+    return (src_cols >= 0) & (src_cols < info.width) & (src_rows >= 0) & (src_rows < info.height)
+
+
+def _as_window_of(src: Affine, dst: Affine, width: int, height: int) -> Box | None:
+    """The window of ``src`` that ``dst`` is, when it is a whole-pixel shift of it."""
+    if not np.allclose(
+        [dst.a, dst.b, dst.d, dst.e],
+        [src.a, src.b, src.d, src.e],
+        rtol=0,
+        atol=1e-12 * max(abs(src.a), 1),
+    ):
+        return None
+    col, row = ~src @ (dst.c, dst.f)
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    return Box(round(row), round(col), height, width)
+
+
+@contextlib.contextmanager
+def _resampled(
+    ds: rasterio.io.DatasetReader, cell_size: float, resampling: Resampling, name: str
+) -> Iterator[WarpedVRT]:
+    if not ds.crs:
+        raise ParameterError(
+            f"cell_size needs a georeferenced raster, but {name} has no coordinate system",
+            "leave cell_size out or georeference the raster",
+        )
+    left, bottom, right, top = ds.bounds
+    width = max(1, round((right - left) / cell_size))
+    height = max(1, round((top - bottom) / cell_size))
+    transform = Affine(cell_size, 0, left, 0, -cell_size, top)
+    with WarpedVRT(
+        ds, crs=ds.crs, transform=transform, width=width, height=height, resampling=resampling
+    ) as vrt:
+        yield vrt
+
+
+def list_rasters(folder: Path) -> list[Path]:
+    """The rasters directly in a folder, sorted by name."""
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in RASTER_SUFFIXES
+    )
+
+
+def mosaic_vrt_xml(paths: list[Path]) -> str:
+    """A VRT mosaic of rasters sharing a CRS and band layout, on the first raster's cell size.
+
+    Raises:
+        InputError: if the rasters differ in CRS, band count or data type.
+    """
+    infos = []
+    for path in paths:
+        try:
+            with rasterio.open(path) as ds:
+                infos.append(
+                    (
+                        path,
+                        ds.crs,
+                        ds.count,
+                        ds.dtypes[0],
+                        ds.transform,
+                        ds.bounds,
+                        ds.nodata,
+                        ds.shape,
+                    )
+                )
+        except RasterioIOError as err:
+            raise InputError(
+                f"cannot read raster {path}: {err}", "remove or fix the file"
+            ) from None
+    first = infos[0]
+    for path, crs, count, dtype, transform, *_ in infos[1:]:
+        if crs != first[1] or count != first[2] or dtype != first[3]:
+            raise InputError(
+                f"{path.name} does not match {first[0].name} (coordinate system, band count or "
+                "data type differ), so they cannot be mosaicked",
+                "give rasters of one sensor and projection, or use PROCESS_ITEMS_SEPARATELY",
+            )
+        if (transform.b, transform.d) != (0, 0):
+            raise InputError(
+                f"{path.name} is rotated and cannot be mosaicked", "warp it north-up first"
+            )
+    res_x, res_y = abs(first[4].a), abs(first[4].e)
+    left = min(i[5].left for i in infos)
+    right = max(i[5].right for i in infos)
+    top = max(i[5].top for i in infos)
+    bottom = min(i[5].bottom for i in infos)
+    width = max(1, round((right - left) / res_x))
+    height = max(1, round((top - bottom) / res_y))
+    gdal_type = {
+        "uint8": "Byte",
+        "uint16": "UInt16",
+        "int16": "Int16",
+        "uint32": "UInt32",
+        "int32": "Int32",
+        "float32": "Float32",
+        "float64": "Float64",
+    }.get(first[3], "Float32")
+    nodata = first[6]
+    srs = f"<SRS>{escape(first[1].to_wkt())}</SRS>" if first[1] else ""
+    bands = []
+    for b in range(1, first[2] + 1):
+        sources = []
+        for path, _, _, _, _, bounds, _, shape in infos:
+            x_off = (bounds.left - left) / res_x
+            y_off = (top - bounds.top) / res_y
+            x_size = (bounds.right - bounds.left) / res_x
+            y_size = (bounds.top - bounds.bottom) / res_y
+            sources.append(
+                f'<SimpleSource><SourceFilename relativeToVRT="0">{escape(str(path.resolve()))}'
+                f"</SourceFilename><SourceBand>{b}</SourceBand>"
+                f'<SrcRect xOff="0" yOff="0" xSize="{shape[1]}" ySize="{shape[0]}"/>'
+                f'<DstRect xOff="{x_off}" yOff="{y_off}" xSize="{x_size}" ySize="{y_size}"/>'
+                "</SimpleSource>"
+            )
+        nd = f"<NoDataValue>{nodata}</NoDataValue>" if nodata is not None else ""
+        bands.append(
+            f'<VRTRasterBand dataType="{gdal_type}" band="{b}">{nd}{"".join(sources)}</VRTRasterBand>'
+        )
+    return (
+        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">{srs}'
+        f"<GeoTransform>{left}, {res_x}, 0, {top}, 0, {-res_y}</GeoTransform>"
+        f"{''.join(bands)}</VRTDataset>"
+    )
+
+
+def open_raster_input(
+    in_raster: str | Path,
+    separately: bool = False,
+    cell_size: float | None = None,
+    resampling: Resampling = Resampling.bilinear,
+) -> list[RasterSource]:
+    """Open a raster, VRT, URL or folder of rasters.
+
+    Args:
+        in_raster: A path or URL GDAL can open, or a folder of rasters.
+        separately: For a folder, one source per raster instead of one mosaic.
+        cell_size: Resample on read to this cell size.
+        resampling: Resampling for ``cell_size``.
+
+    Raises:
+        InputError: if nothing readable is there.
+    """
+    text = str(in_raster)
+    path = Path(text)
+    is_url = text.startswith(("/vsi", "http://", "https://", "s3://"))
+    if not is_url and not path.exists():
+        raise InputError(f"input raster {text} does not exist", "check the path")
+    if path.is_dir():
+        rasters = list_rasters(path)
+        if not rasters:
+            raise InputError(
+                f"folder {text} holds no rasters ({', '.join(sorted(RASTER_SUFFIXES))})",
+                "point at a raster file or a folder of rasters",
+            )
+        if separately:
+            return [RasterSource(str(p), p.name, cell_size, resampling) for p in rasters]
+        return [RasterSource(mosaic_vrt_xml(rasters), f"mosaic of {text}", cell_size, resampling)]
+    if text.startswith(("http://", "https://")):
+        text = "/vsicurl/" + text
+    elif text.startswith("s3://"):
+        text = "/vsis3/" + text[5:]
+    return [RasterSource(text, str(in_raster), cell_size, resampling)]

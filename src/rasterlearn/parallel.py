@@ -1,0 +1,52 @@
+"""Thread pools that keep order and bound how much work is in flight (and so memory)."""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def default_workers(requested: int | None = None) -> int:
+    """The number of worker threads: the request, else every core."""
+    if requested is not None and requested > 0:
+        return requested
+    return max(
+        1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
+
+
+def ordered_map(
+    pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], max_in_flight: int
+) -> Iterator[R]:
+    """``map`` over a pool that yields results in input order with at most ``max_in_flight`` pending."""
+    pending: deque[Future[R]] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= max_in_flight:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+class BoundedSubmitter:
+    """Submits fire-and-forget tasks, waiting once ``max_in_flight`` are pending; re-raises failures."""
+
+    def __init__(self, pool: ThreadPoolExecutor, max_in_flight: int) -> None:
+        self._pool = pool
+        self._max = max_in_flight
+        self._pending: deque[Future] = deque()
+
+    def submit(self, fn: Callable[..., object], *args: object) -> None:
+        self._pending.append(self._pool.submit(fn, *args))
+        while len(self._pending) >= self._max:
+            self._pending.popleft().result()
+
+    def wait(self) -> None:
+        while self._pending:
+            self._pending.popleft().result()
