@@ -50,7 +50,9 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except RasterLearnError as err:
-            err_console.print(f"[bold red]error:[/] {err}", markup=True, highlight=False, soft_wrap=True)
+            err_console.print(
+                f"[bold red]error:[/] {err}", markup=True, highlight=False, soft_wrap=True
+            )
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted: nothing was written", highlight=False)
@@ -115,7 +117,9 @@ def export_training_data_cmd(
     ] = False,
     crop_mode: Annotated[
         CropModeChoice,
-        typer.Option(case_sensitive=False, help="Labeled_Tiles/Imagenet: fixed size or feature box."),
+        typer.Option(
+            case_sensitive=False, help="Labeled_Tiles/Imagenet: fixed size or feature box."
+        ),
     ] = "FIXED_SIZE",
     min_polygon_overlap_ratio: Annotated[
         float, typer.Option(help="Drop features with less than this fraction inside a chip.")
@@ -189,7 +193,9 @@ def export_info_cmd(
         for value in chip.tile_classes if not chip.objects else ():
             counts[value] = counts.get(value, 0) + 1
     for c in export.classes:
-        out_console.print(f"  class {c.value} {c.name}: {counts.get(c.value, 0)} labels", highlight=False)
+        out_console.print(
+            f"  class {c.value} {c.name}: {counts.get(c.value, 0)} labels", highlight=False
+        )
     if export.dropped_chips or export.dropped_objects:
         out_console.print(
             f"  left out: {export.dropped_chips} chips without labels, "

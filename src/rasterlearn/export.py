@@ -42,7 +42,9 @@ from rasterlearn.progress import progress_bar
 
 # rasterize() builds in-memory rasters that warn about their (deliberately) missing georeference.
 warnings.filterwarnings("ignore", "Dataset has no geotransform", NotGeoreferencedWarning)
-warnings.filterwarnings("ignore", "The given matrix is equal to Affine.identity", NotGeoreferencedWarning)
+warnings.filterwarnings(
+    "ignore", "The given matrix is equal to Affine.identity", NotGeoreferencedWarning
+)
 
 REFERENCE_SYSTEMS = ("MAP_SPACE", "PIXEL_SPACE")
 PROCESSING_MODES = ("PROCESS_AS_MOSAICKED_IMAGE", "PROCESS_ITEMS_SEPARATELY")
@@ -427,7 +429,8 @@ def _check_overlap(features: FeatureSet, info: RasterInfo, name: str, source: st
     if not features.tree.query(footprint, predicate="intersects").size:
         raise InputError(
             f"none of the {len(features)} features of {source} overlap raster {name}",
-            "check that features and raster cover the same area and their coordinate systems are right",
+            "check that features and raster cover the same area and are in the right "
+            "coordinate systems",
         )
 
 
@@ -474,13 +477,15 @@ def export_training_data(
         stride_y: Vertical step between chips in pixels.
         output_nofeature_tiles: Also write chips that contain no labels (``ALL_TILES``).
         metadata_format: ``PASCAL_VOC_rectangles``, ``KITTI_rectangles``, ``Classified_Tiles``,
-            ``RCNN_Masks``, ``Labeled_Tiles``, ``MultiLabeled_Tiles``, ``Imagenet`` or ``Export_Tiles``.
+            ``RCNN_Masks``, ``Labeled_Tiles``, ``MultiLabeled_Tiles``, ``Imagenet`` or
+            ``Export_Tiles``.
         class_value_field: Integer class field; default ``value``/``classvalue``, else one class.
         buffer_radius: Buffer around features, in the features' map units.
         in_mask_polygons: Only chips lying completely inside these polygons are written.
         rotation_angle: Also write chips rotated by multiples of this angle (degrees).
         reference_system: ``MAP_SPACE`` or ``PIXEL_SPACE`` (recorded as ``ImageSpaceUsed``).
-        processing_mode: For folders: ``PROCESS_AS_MOSAICKED_IMAGE`` or ``PROCESS_ITEMS_SEPARATELY``.
+        processing_mode: For folders: ``PROCESS_AS_MOSAICKED_IMAGE`` or
+            ``PROCESS_ITEMS_SEPARATELY``.
         blacken_around_feature: Labeled_Tiles: zero the pixels outside the feature.
         crop_mode: Labeled_Tiles/Imagenet: ``FIXED_SIZE`` chips centred on the feature, or
             ``BOUNDING_BOX`` chips cropped to it.
@@ -542,12 +547,14 @@ def export_training_data(
             chip_format.check(src.info.count, src.info.dtype)
             if (src.info.count, src.info.dtype) != (first.count, first.dtype):
                 raise InputError(
-                    f"{src.name} has {src.info.count} {src.info.dtype} bands, unlike {sources[0].name}",
+                    f"{src.name} has {src.info.count} {src.info.dtype} bands, "
+                    f"unlike {sources[0].name}",
                     "export rasters of one band layout together",
                 )
             if src.info.height < settings.tile_height or src.info.width < settings.tile_width:
                 raise ParameterError(
-                    f"tile size {settings.tile_width} x {settings.tile_height} is larger than raster "
+                    f"tile size {settings.tile_width} x {settings.tile_height} is larger than "
+                    "raster "
                     f"{src.name} ({src.info.width} x {src.info.height} px)",
                     "use a smaller --tile-size-x/--tile-size-y",
                 )
@@ -597,14 +604,16 @@ def _load_class_data(
     if is_raster:
         if fmt.per_feature:
             raise ParameterError(
-                f"{fmt.keyword} cuts one chip per feature, so it needs features, not a classified raster",
+                f"{fmt.keyword} cuts one chip per feature, so it needs features, "
+                "not a classified raster",
                 "give polygons as class data",
             )
         class_source = open_raster_input(path)[0]
         if (class_source.info.crs is None) != (info.crs is None):
             class_source.close()
             raise InputError(
-                f"classified raster {path.name} and the input raster must both have a coordinate system or both lack one",
+                f"classified raster {path.name} and the input raster must both have a "
+                "coordinate system or both lack one",
                 "georeference both the same way",
             )
         return None, class_source
@@ -683,7 +692,8 @@ def _run_export(
         if writer.num_chips == 0:
             raise InputError(
                 "no chip was written: no tile holds labelled features with enough valid pixels",
-                "check the class data overlaps the raster's valid pixels, or pass --output-nofeature-tiles",
+                "check the class data overlaps the raster's valid pixels, "
+                "or pass --output-nofeature-tiles",
             )
         writer.write_map()
         (tmp / STATS_FILE).write_text(

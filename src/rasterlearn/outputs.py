@@ -41,7 +41,7 @@ def check_output_path(target: Path, overwrite: bool, folder: bool) -> None:
 def atomic_output(
     target: str | Path, overwrite: bool = False, folder: bool = False
 ) -> Iterator[Path]:
-    """Yield a temporary path to write to; on success it replaces ``target``, on failure it is removed.
+    """Yield a temporary path to write to: on success it replaces ``target``, else it is removed.
 
     Args:
         target: The final output path.

@@ -24,7 +24,7 @@ def default_workers(requested: int | None = None) -> int:
 def ordered_map(
     pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], max_in_flight: int
 ) -> Iterator[R]:
-    """``map`` over a pool that yields results in input order with at most ``max_in_flight`` pending."""
+    """``map`` over a pool: results in input order, at most ``max_in_flight`` pending."""
     pending: deque[Future[R]] = deque()
     for item in items:
         pending.append(pool.submit(fn, item))
@@ -35,7 +35,7 @@ def ordered_map(
 
 
 class BoundedSubmitter:
-    """Submits fire-and-forget tasks, waiting once ``max_in_flight`` are pending; re-raises failures."""
+    """Submits tasks without results, waiting once ``max_in_flight`` are pending; re-raises."""
 
     def __init__(self, pool: ThreadPoolExecutor, max_in_flight: int) -> None:
         self._pool = pool

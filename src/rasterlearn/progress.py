@@ -20,7 +20,7 @@ def _wanted(enabled: bool | None) -> bool:
 def progress_bar(
     description: str, total: int | None, enabled: bool | None = None
 ) -> Iterator[Callable[[int], None]]:
-    """A bar for ``total`` steps; yields ``advance(n)``. ``enabled=None`` shows it on terminals only."""
+    """A bar for ``total`` steps yielding ``advance(n)``; ``enabled=None``: on terminals only."""
     if not _wanted(enabled):
         yield lambda n=1: None
         return

@@ -155,7 +155,7 @@ class ExportWriter:
             georef.crs,
             georef.nodata,
         )
-        tokens = [image_rel] + self._write_labels(stem, image_rel, data.shape, georef, labels)
+        tokens = [image_rel, *self._write_labels(stem, image_rel, data.shape, georef, labels)]
         with self._lock:
             self._map_lines[index] = map_line(tokens)
             self.num_chips += 1
@@ -238,7 +238,7 @@ class ExportWriter:
             return
         if kind == "pixels":
             values, counts = np.unique(labels.class_raster, return_counts=True)
-            present = {int(v): int(n) for v, n in zip(values, counts) if v != 0}
+            present = {int(v): int(n) for v, n in zip(values, counts, strict=True) if v != 0}
             self._per_image.add(len(present))
             for value, pixels in present.items():
                 tally = self._tallies[self._class_index[value]]

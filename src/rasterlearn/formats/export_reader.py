@@ -9,7 +9,7 @@ from pathlib import Path
 import rasterio
 
 from rasterlearn.errors import InputError
-from rasterlearn.formats.chips import ACCUMULATED_STATS_FILE, EMD_FILE, MAP_FILE, ClassInfo
+from rasterlearn.formats.chips import ACCUMULATED_STATS_FILE, EMD_FILE, ClassInfo
 from rasterlearn.formats.labels import ObjectLabel, parse_kitti, parse_voc
 from rasterlearn.formats.metadata_formats import METADATA_FORMATS
 from rasterlearn.geo.stats import BandStats
@@ -83,7 +83,9 @@ def _read_json(path: Path) -> dict:
     try:
         content = json.loads(path.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{path} is not valid JSON: {err}", "re-export the training data") from None
+        raise InputError(
+            f"{path} is not valid JSON: {err}", "re-export the training data"
+        ) from None
     if not isinstance(content, dict):
         raise InputError(f"{path} does not hold a JSON object", "re-export the training data")
     return content
@@ -107,7 +109,13 @@ def _classes(emd: dict, stats: dict) -> list[ClassInfo]:
         color = row.get("Color")
         if not color or len(color) < 3 or any(c < 0 for c in color[:3]):
             color = None
-        classes.append(ClassInfo(int(value), str(name if name is not None else value), tuple(color[:3]) if color else None))
+        classes.append(
+            ClassInfo(
+                int(value),
+                str(name if name is not None else value),
+                tuple(color[:3]) if color else None,
+            )
+        )
     return classes
 
 
@@ -189,7 +197,11 @@ def read_export_folder(folder: str | Path) -> ExportFolder:
     images = _images(folder)
     if not images:
         raise InputError(f"{folder / 'images'} holds no image chips", "re-export the training data")
-    mode = _real(stats.get("MetaDataMode")) or _real(emd.get("MetaDataMode")) or _infer_format(folder, images)
+    mode = (
+        _real(stats.get("MetaDataMode"))
+        or _real(emd.get("MetaDataMode"))
+        or _infer_format(folder, images)
+    )
     known = {k.lower(): k for k in METADATA_FORMATS}
     mode = known.get(str(mode).lower(), str(mode))
     classes = _classes(emd, stats)
@@ -204,7 +216,9 @@ def read_export_folder(folder: str | Path) -> ExportFolder:
         band_count=band_count,
         tile_height=height,
         tile_width=width,
-        image_space=str(_real(emd.get("ImageSpaceUsed")) or ("MAP_SPACE" if emd else "PIXEL_SPACE")),
+        image_space=str(
+            _real(emd.get("ImageSpaceUsed")) or ("MAP_SPACE" if emd else "PIXEL_SPACE")
+        ),
         band_stats=band_stats,
         chips=tuple(chips),
         emd=emd,
@@ -235,7 +249,9 @@ def _chip_shape(folder: Path, stats: dict, emd: dict, first: Path) -> tuple[int,
                 height = height or ds.height
                 width = width or ds.width
         except rasterio.errors.RasterioIOError as err:
-            raise InputError(f"cannot read chip {first}: {err}", "re-export the training data") from None
+            raise InputError(
+                f"cannot read chip {first}: {err}", "re-export the training data"
+            ) from None
     return bands, height, width
 
 
@@ -243,12 +259,18 @@ def _label_index(labels: Path) -> dict[str, list[Path]]:
     index: dict[str, list[Path]] = {}
     if labels.is_dir():
         for p in labels.iterdir():
-            if p.is_file() and not p.name.endswith((".aux.xml", ".ovr")) and p.suffix.lower() not in (".jgw", ".pgw", ".tfw", ".wld"):
+            if (
+                p.is_file()
+                and not p.name.endswith((".aux.xml", ".ovr"))
+                and p.suffix.lower() not in (".jgw", ".pgw", ".tfw", ".wld")
+            ):
                 index.setdefault(p.stem, []).append(p)
     return index
 
 
-def _chips(folder: Path, mode: str, images: list[Path], resolve: _ClassResolver) -> tuple[list[ChipRecord], int]:
+def _chips(
+    folder: Path, mode: str, images: list[Path], resolve: _ClassResolver
+) -> tuple[list[ChipRecord], int]:
     labels_dir = folder / "labels"
     chips: list[ChipRecord] = []
     dropped = 0
@@ -268,7 +290,9 @@ def _chips(folder: Path, mode: str, images: list[Path], resolve: _ClassResolver)
         for d in class_dirs:
             value = resolve(d.name)
             if value is not None:
-                per_class[value] = {p.stem: p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+                per_class[value] = {
+                    p.stem: p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                }
         for p in images:
             masks = {v: files[p.stem] for v, files in per_class.items() if p.stem in files}
             if not masks:
@@ -288,7 +312,9 @@ def _chips(folder: Path, mode: str, images: list[Path], resolve: _ClassResolver)
 
 
 def _pick_label(candidates: list[Path], mode: str) -> Path:
-    wanted = {"KITTI_rectangles": (".txt",), "Classified_Tiles": tuple(IMAGE_SUFFIXES)}.get(mode, (".xml",))
+    wanted = {"KITTI_rectangles": (".txt",), "Classified_Tiles": tuple(IMAGE_SUFFIXES)}.get(
+        mode, (".xml",)
+    )
     for c in candidates:
         if c.suffix.lower() in wanted:
             return c

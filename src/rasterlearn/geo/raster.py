@@ -1,4 +1,4 @@
-"""Input rasters (file, VRT, folder mosaic, URL) with thread-safe windowed reads, and chip writing."""
+"""Input rasters (file, VRT, folder mosaic, URL) opened for thread-safe windowed reads."""
 
 from __future__ import annotations
 
@@ -150,7 +150,10 @@ class RasterSource:
         self.close()
 
     def read(self, box: Box) -> np.ndarray:
-        """Pixels of all bands in ``box`` as ``(bands, height, width)``; outside the raster is nodata (or 0)."""
+        """Pixels of all bands in ``box`` as ``(bands, height, width)``.
+
+        Pixels outside the raster are nodata (or 0 without a nodata value).
+        """
         inside = self.info.bounds_box.contains(box)
         fill = self.info.nodata if self.info.nodata is not None else 0
         return self._dataset().read(window=box.to_window(), boundless=not inside, fill_value=fill)
@@ -354,7 +357,8 @@ def mosaic_vrt_xml(paths: list[Path]) -> str:
             )
         nd = f"<NoDataValue>{nodata}</NoDataValue>" if nodata is not None else ""
         bands.append(
-            f'<VRTRasterBand dataType="{gdal_type}" band="{b}">{nd}{"".join(sources)}</VRTRasterBand>'
+            f'<VRTRasterBand dataType="{gdal_type}" band="{b}">{nd}{"".join(sources)}'
+            "</VRTRasterBand>"
         )
     return (
         f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">{srs}'

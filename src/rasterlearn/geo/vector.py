@@ -59,7 +59,7 @@ def read_vector(path: str | Path) -> gpd.GeoDataFrame:
 
 
 def resolve_class_field(frame: gpd.GeoDataFrame, requested: str | None, source: str) -> str | None:
-    """The class value field: the requested one, else ``value``/``classvalue``, else None (one class).
+    """The class value field: as requested, else ``value``/``classvalue``, else None (one class).
 
     Raises:
         ParameterError: if the requested field does not exist or is not integer-valued.
@@ -145,7 +145,8 @@ def load_features(
         if feature_crs is None:
             raise InputError(
                 f"{source} has no coordinate system but the raster does",
-                "define the features' projection (e.g. in QGIS) so they can be placed on the raster",
+                "define the features' projection (e.g. in QGIS) so they can be placed on the "
+                "raster",
             )
         geoms = geoms.to_crs(target_crs)
     elif feature_crs is not None:
