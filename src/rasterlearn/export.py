@@ -17,7 +17,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import rasterize, shapes
 
 from rasterlearn.errors import InputError, ParameterError
-from rasterlearn.formats.chip_images import chip_image_format
+from rasterlearn.formats.chip_images import ChipImageFormat, chip_image_format
 from rasterlearn.formats.chips import (
     ACCUMULATED_STATS_FILE,
     EMD_FILE,
@@ -33,7 +33,12 @@ from rasterlearn.formats.labels import ChipLabels, ObjectLabel
 from rasterlearn.formats.metadata_formats import MetadataFormat
 from rasterlearn.formats.metadata_formats import metadata_format as _metadata_format
 from rasterlearn.geo.grid import Box, tile_grid
-from rasterlearn.geo.raster import RasterInfo, RasterSource, open_raster_input
+from rasterlearn.geo.raster import (
+    RasterInfo,
+    RasterSource,
+    bounded_gdal_cache,
+    open_raster_input,
+)
 from rasterlearn.geo.stats import chip_band_stats
 from rasterlearn.geo.vector import FeatureSet, load_features, load_mask
 from rasterlearn.outputs import atomic_output
@@ -130,16 +135,29 @@ class CutChip:
 
 @dataclass(frozen=True)
 class ExportSettings:
-    """The validated parameters the chip cutter needs."""
+    """The validated parameters of one export (everything but the input and output paths)."""
 
     fmt: MetadataFormat
+    chip_format: ChipImageFormat
     tile_height: int
     tile_width: int
+    stride_y: int
+    stride_x: int
+    angles: tuple[float, ...]
     output_nofeature_tiles: bool
-    min_polygon_overlap_ratio: float
-    max_nodata_fraction: float
+    class_value_field: str | None
+    buffer_radius: float
+    reference_system: str
+    processing_mode: str
     blacken_around_feature: bool
     crop_mode: str
+    min_polygon_overlap_ratio: float
+    extent: tuple[float, float, float, float] | None
+    cell_size: float | None
+    max_nodata_fraction: float
+    overwrite: bool
+    num_workers: int | None
+    progress: bool | None
 
 
 def _choice(value: str, allowed: tuple[str, ...], parameter: str) -> str:
@@ -149,11 +167,9 @@ def _choice(value: str, allowed: tuple[str, ...], parameter: str) -> str:
     raise ParameterError(f"unknown {parameter} '{value}'", f"use one of {', '.join(allowed)}")
 
 
-def _pixel_geometry(geom: shapely.Geometry, inverse: Affine) -> shapely.Geometry:
-    """A geometry in the pixel coordinates of a grid, given the grid's inverse transform."""
-    return shapely.affinity.affine_transform(
-        geom, [inverse.a, inverse.b, inverse.d, inverse.e, inverse.c, inverse.f]
-    )
+def _pixel_geometries(geoms: np.ndarray | shapely.Geometry, inverse: Affine) -> np.ndarray:
+    """Geometries in the pixel coordinates of a grid, given the grid's inverse transform."""
+    return shapely.transform(geoms, lambda xy: np.column_stack(inverse @ (xy[:, 0], xy[:, 1])))
 
 
 class ChipCutter:
@@ -186,18 +202,20 @@ class ChipCutter:
     def _objects(self, plan: ChipPlan) -> list[_Hit]:
         """Features overlapping the chip by at least the minimum ratio, clipped to it."""
         candidates = np.sort(self.tree.query(plan.footprint, predicate="intersects"))
-        inverse = ~plan.transform
+        if candidates.size == 0:
+            return []
+        pixel = _pixel_geometries(self.features.geometries[candidates], ~plan.transform)
+        parts = shapely.clip_by_rect(pixel, 0, 0, plan.width, plan.height)
+        areas = shapely.area(parts)
+        keep = areas > 0
+        if self.settings.min_polygon_overlap_ratio > 0:
+            keep &= areas >= self.settings.min_polygon_overlap_ratio * shapely.area(pixel)
         pixel_area = abs(plan.transform.determinant)
-        hits = []
-        for i in candidates:
-            geom = _pixel_geometry(self.features.geometries[i], inverse)
-            part = shapely.clip_by_rect(geom, 0, 0, plan.width, plan.height)
-            if part.is_empty or part.area <= 0:
-                continue
-            if part.area / geom.area < self.settings.min_polygon_overlap_ratio:
-                continue
-            hits.append(_Hit(int(i), int(self.features.values[i]), part, part.area * pixel_area))
-        return hits
+        values = self.features.values
+        return [
+            _Hit(int(i), int(values[i]), part, area * pixel_area)
+            for i, part, area in zip(candidates[keep], parts[keep], areas[keep], strict=True)
+        ]
 
     def _labels(self, plan: ChipPlan, data: np.ndarray) -> ChipLabels | None:
         kind = self.settings.fmt.labels
@@ -234,7 +252,7 @@ class ChipCutter:
     def _feature_chip_labels(self, plan: ChipPlan, data: np.ndarray) -> ChipLabels:
         i = plan.feature
         value = int(self.features.values[i])
-        geom = _pixel_geometry(self.features.geometries[i], ~plan.transform)
+        geom = _pixel_geometries(self.features.geometries[i], ~plan.transform)
         part = shapely.clip_by_rect(geom, 0, 0, plan.width, plan.height)
         if self.settings.blacken_around_feature:
             inside = rasterize_pixels(part, (plan.height, plan.width))
@@ -303,21 +321,14 @@ def _instance_rasters(hits: list[_Hit], plan: ChipPlan) -> dict[int, np.ndarray]
     return out
 
 
-def _grid_plans(
-    info: RasterInfo,
-    area: Box,
-    settings: ExportSettings,
-    stride_x: int,
-    stride_y: int,
-    angles: list[float],
-) -> Iterator[ChipPlan]:
-    for tile in tile_grid(area, settings.tile_height, settings.tile_width, stride_y, stride_x):
+def _grid_plans(info: RasterInfo, area: Box, s: ExportSettings) -> Iterator[ChipPlan]:
+    for tile in tile_grid(area, s.tile_height, s.tile_width, s.stride_y, s.stride_x):
         base = info.transform @ Affine.translation(tile.col, tile.row)
-        yield from _rotations(base, tile.width, tile.height, angles, None)
+        yield from _rotations(base, tile.width, tile.height, s.angles, None)
 
 
 def _rotations(
-    base: Affine, width: int, height: int, angles: list[float], feature: int | None
+    base: Affine, width: int, height: int, angles: tuple[float, ...], feature: int | None
 ) -> Iterator[ChipPlan]:
     for angle in angles:
         transform = base
@@ -333,12 +344,12 @@ def _rotations(
 
 
 def _feature_plans(
-    info: RasterInfo, area: Box, features: FeatureSet, settings: ExportSettings, angles: list[float]
+    info: RasterInfo, area: Box, features: FeatureSet, settings: ExportSettings
 ) -> Iterator[ChipPlan]:
     inverse = ~info.transform
     area_poly = shapely.box(area.col, area.row, area.col_end, area.row_end)
     for i, geom in enumerate(features.geometries):
-        pixel = _pixel_geometry(geom, inverse)
+        pixel = _pixel_geometries(geom, inverse)
         if not pixel.intersects(area_poly):
             continue
         x0, y0, x1, y1 = pixel.bounds
@@ -350,7 +361,7 @@ def _feature_plans(
             else bbox
         )
         base = info.transform @ Affine.translation(box.col, box.row)
-        yield from _rotations(base, box.width, box.height, angles, i)
+        yield from _rotations(base, box.width, box.height, settings.angles, i)
 
 
 def _processing_area(
@@ -374,14 +385,14 @@ def _processing_area(
     return inside
 
 
-def _rotation_angles(rotation_angle: float) -> list[float]:
+def _rotation_angles(rotation_angle: float) -> tuple[float, ...]:
     if not rotation_angle or rotation_angle % 360 == 0:
-        return [0.0]
+        return (0.0,)
     if rotation_angle < 0 or rotation_angle >= 360:
         raise ParameterError(
             f"rotation angle {rotation_angle} is out of range", "use 0 < angle < 360"
         )
-    return [k * rotation_angle for k in range(math.ceil(360 / rotation_angle))]
+    return tuple(k * rotation_angle for k in range(math.ceil(360 / rotation_angle)))
 
 
 def _class_table(features: FeatureSet | None, class_source: RasterSource | None) -> list[ClassInfo]:
@@ -506,10 +517,6 @@ def export_training_data(
         RasterLearnError: for any input or parameter the user must fix; nothing is left behind.
     """
     fmt = _metadata_format(metadata_format)
-    chip_format = chip_image_format(image_chip_format)
-    reference_system = _choice(reference_system, REFERENCE_SYSTEMS, "reference system")
-    processing_mode = _choice(processing_mode, PROCESSING_MODES, "processing mode")
-    crop_mode = _choice(crop_mode, CROP_MODES, "crop mode")
     for name, value in (
         ("tile_size_x", tile_size_x),
         ("tile_size_y", tile_size_y),
@@ -528,59 +535,63 @@ def export_training_data(
         raise ParameterError(f"cell size must be positive, got {cell_size}", "give it in map units")
     if fmt.needs_class_data and in_class_data is None:
         raise ParameterError(f"metadata format {fmt.keyword} needs class data", "give --class-data")
-    angles = _rotation_angles(rotation_angle)
     settings = ExportSettings(
         fmt=fmt,
+        chip_format=chip_image_format(image_chip_format),
         tile_height=int(tile_size_y),
         tile_width=int(tile_size_x),
+        stride_y=int(stride_y),
+        stride_x=int(stride_x),
+        angles=_rotation_angles(rotation_angle),
         output_nofeature_tiles=output_nofeature_tiles,
-        min_polygon_overlap_ratio=float(min_polygon_overlap_ratio),
-        max_nodata_fraction=float(max_nodata_fraction),
+        class_value_field=class_value_field,
+        buffer_radius=float(buffer_radius or 0.0),
+        reference_system=_choice(reference_system, REFERENCE_SYSTEMS, "reference system"),
+        processing_mode=_choice(processing_mode, PROCESSING_MODES, "processing mode"),
         blacken_around_feature=blacken_around_feature,
-        crop_mode=crop_mode,
+        crop_mode=_choice(crop_mode, CROP_MODES, "crop mode"),
+        min_polygon_overlap_ratio=float(min_polygon_overlap_ratio),
+        extent=tuple(extent) if extent is not None else None,
+        cell_size=cell_size,
+        max_nodata_fraction=float(max_nodata_fraction),
+        overwrite=overwrite,
+        num_workers=num_workers,
+        progress=progress,
     )
-    sources = open_raster_input(in_raster, processing_mode == "PROCESS_ITEMS_SEPARATELY", cell_size)
+    with bounded_gdal_cache():
+        return _export(in_raster, out_folder, in_class_data, in_mask_polygons, settings)
+
+
+def _export(
+    in_raster: str | Path,
+    out_folder: str | Path,
+    in_class_data: str | Path | None,
+    in_mask_polygons: str | Path | None,
+    s: ExportSettings,
+) -> ExportResult:
+    separately = s.processing_mode == "PROCESS_ITEMS_SEPARATELY"
+    sources = open_raster_input(in_raster, separately, s.cell_size)
     class_source = None
     try:
         first = sources[0].info
         for src in sources:
-            chip_format.check(src.info.count, src.info.dtype)
+            s.chip_format.check(src.info.count, src.info.dtype)
             if (src.info.count, src.info.dtype) != (first.count, first.dtype):
                 raise InputError(
                     f"{src.name} has {src.info.count} {src.info.dtype} bands, "
                     f"unlike {sources[0].name}",
                     "export rasters of one band layout together",
                 )
-            if src.info.height < settings.tile_height or src.info.width < settings.tile_width:
+            if src.info.height < s.tile_height or src.info.width < s.tile_width:
                 raise ParameterError(
-                    f"tile size {settings.tile_width} x {settings.tile_height} is larger than "
-                    "raster "
+                    f"tile size {s.tile_width} x {s.tile_height} is larger than raster "
                     f"{src.name} ({src.info.width} x {src.info.height} px)",
                     "use a smaller --tile-size-x/--tile-size-y",
                 )
-        features, class_source = _load_class_data(
-            in_class_data, first, fmt, class_value_field, buffer_radius
-        )
+        features, class_source = _load_class_data(in_class_data, first, s)
         mask = load_mask(in_mask_polygons, first.crs) if in_mask_polygons is not None else None
         classes = _class_table(features, class_source)
-        return _run_export(
-            sources,
-            out_folder,
-            settings,
-            chip_format,
-            features,
-            class_source,
-            classes,
-            mask,
-            angles,
-            extent,
-            reference_system,
-            stride_x,
-            stride_y,
-            overwrite,
-            num_workers,
-            progress,
-        )
+        return _run_export(sources, out_folder, s, features, class_source, classes, mask)
     finally:
         for src in sources:
             src.close()
@@ -589,12 +600,9 @@ def export_training_data(
 
 
 def _load_class_data(
-    in_class_data: str | Path | None,
-    info: RasterInfo,
-    fmt: MetadataFormat,
-    class_value_field: str | None,
-    buffer_radius: float,
+    in_class_data: str | Path | None, info: RasterInfo, s: ExportSettings
 ) -> tuple[FeatureSet | None, RasterSource | None]:
+    fmt = s.fmt
     if in_class_data is None or fmt.labels == "none":
         return None, None
     path = Path(in_class_data)
@@ -617,50 +625,42 @@ def _load_class_data(
                 "georeference both the same way",
             )
         return None, class_source
-    features = load_features(path, info.crs, class_value_field, buffer_radius)
+    features = load_features(path, info.crs, s.class_value_field, s.buffer_radius)
     return features, None
+
+
+def _plan_chips(
+    src: RasterSource, s: ExportSettings, features: FeatureSet | None, mask: shapely.Geometry | None
+) -> list[ChipPlan]:
+    if features is not None:
+        _check_overlap(features, src.info, src.name, "the class data")
+    area = _processing_area(src.info, s.extent, src.name)
+    if area.height < s.tile_height or area.width < s.tile_width:
+        raise ParameterError(
+            f"the processing extent ({area.width} x {area.height} px) is smaller than a tile",
+            "enlarge the extent or use a smaller tile size",
+        )
+    if s.fmt.per_feature:
+        plans = list(_feature_plans(src.info, area, features, s))
+    else:
+        plans = list(_grid_plans(src.info, area, s))
+    if mask is not None:
+        prepared = shapely.prepared.prep(mask)
+        plans = [p for p in plans if prepared.contains(p.footprint)]
+    return plans
 
 
 def _run_export(
     sources: list[RasterSource],
     out_folder: str | Path,
-    settings: ExportSettings,
-    chip_format,
+    s: ExportSettings,
     features: FeatureSet | None,
     class_source: RasterSource | None,
     classes: list[ClassInfo],
     mask: shapely.Geometry | None,
-    angles: list[float],
-    extent,
-    reference_system: str,
-    stride_x: int,
-    stride_y: int,
-    overwrite: bool,
-    num_workers: int | None,
-    progress: bool | None,
 ) -> ExportResult:
-    fmt = settings.fmt
-    workers = default_workers(num_workers)
-    plans_per_source = []
-    for src in sources:
-        if features is not None:
-            _check_overlap(features, src.info, src.name, "the class data")
-        area = _processing_area(src.info, extent, src.name)
-        if area.height < settings.tile_height or area.width < settings.tile_width:
-            raise ParameterError(
-                f"the processing extent ({area.width} x {area.height} px) is smaller than a tile",
-                "enlarge the extent or use a smaller tile size",
-            )
-        if fmt.per_feature:
-            plans = list(_feature_plans(src.info, area, features, settings, angles))
-        else:
-            plans = list(
-                _grid_plans(src.info, area, settings, int(stride_x), int(stride_y), angles)
-            )
-        if mask is not None:
-            prepared = shapely.prepared.prep(mask)
-            plans = [p for p in plans if prepared.contains(p.footprint)]
-        plans_per_source.append(plans)
+    workers = default_workers(s.num_workers)
+    plans_per_source = [_plan_chips(src, s, features, mask) for src in sources]
     total = sum(len(p) for p in plans_per_source)
     if total == 0:
         raise InputError(
@@ -669,24 +669,22 @@ def _run_export(
         )
     first = sources[0].info
     with (
-        atomic_output(out_folder, overwrite=overwrite, folder=True) as tmp,
+        atomic_output(out_folder, overwrite=s.overwrite, folder=True) as tmp,
         ThreadPoolExecutor(workers) as pool,
     ):
-        writer = ExportWriter(tmp, fmt, chip_format, classes)
+        writer = ExportWriter(tmp, s.fmt, s.chip_format, classes)
         submitter = BoundedSubmitter(pool, 2 * workers)
         index = 0
-        with progress_bar("Exporting chips", total, progress) as advance:
+        with progress_bar("Exporting chips", total, s.progress) as advance:
             for src, plans in zip(sources, plans_per_source, strict=True):
-                cutter = ChipCutter(src, settings, features, class_source)
-                georef_crs = src.info.crs
+                cutter = ChipCutter(src, s, features, class_source)
                 for chip in ordered_map(pool, cutter, plans, 2 * workers):
                     advance(1)
                     if chip is None:
                         continue
-                    georef = ChipGeoref(chip.transform, georef_crs, src.info.nodata)
-                    submitter.submit(
-                        writer.write_chip, index, chip.data, georef, chip.labels, chip.band_stats
-                    )
+                    georef = ChipGeoref(chip.transform, src.info.crs, src.info.nodata)
+                    submitter.submit(writer.write_chip, index, chip.data, georef, chip.labels)
+                    writer.count_chip(chip.labels, chip.band_stats)
                     index += 1
         submitter.wait()
         if writer.num_chips == 0:
@@ -695,29 +693,30 @@ def _run_export(
                 "check the class data overlaps the raster's valid pixels, "
                 "or pass --output-nofeature-tiles",
             )
-        writer.write_map()
-        (tmp / STATS_FILE).write_text(
-            writer.stats_text(first.count, settings.tile_height, settings.tile_width)
-        )
-        write_json(
-            tmp / ACCUMULATED_STATS_FILE,
-            accumulated_stats(writer, first.count, settings.tile_height, settings.tile_width),
-        )
-        crop_tile_mode = "Fixed_Size" if settings.crop_mode == "FIXED_SIZE" else "Variable_Size"
-        write_json(
-            tmp / EMD_FILE,
-            training_emd(
-                writer,
-                settings.tile_height,
-                settings.tile_width,
-                reference_system,
-                first.band_names,
-                first.cell_size if first.crs is not None else None,
-                first.crs,
-                crop_tile_mode,
-                settings.blacken_around_feature,
-            ),
-        )
+        _write_metadata(tmp, writer, first, s)
     return ExportResult(
-        Path(out_folder), fmt.keyword, writer.num_chips, writer.num_features, classes
+        Path(out_folder), s.fmt.keyword, writer.num_chips, writer.num_features, classes
     )
+
+
+def _write_metadata(
+    folder: Path, writer: ExportWriter, info: RasterInfo, s: ExportSettings
+) -> None:
+    writer.write_map()
+    (folder / STATS_FILE).write_text(writer.stats_text(info.count, s.tile_height, s.tile_width))
+    write_json(
+        folder / ACCUMULATED_STATS_FILE,
+        accumulated_stats(writer, info.count, s.tile_height, s.tile_width),
+    )
+    emd = training_emd(
+        writer,
+        s.tile_height,
+        s.tile_width,
+        s.reference_system,
+        info.band_names,
+        info.cell_size if info.crs is not None else None,
+        info.crs,
+        "Fixed_Size" if s.crop_mode == "FIXED_SIZE" else "Variable_Size",
+        s.blacken_around_feature,
+    )
+    write_json(folder / EMD_FILE, emd)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +95,13 @@ def write_chip_image(
             profile["crs"] = crs
     if nodata is not None and fmt.driver == "GTiff":
         profile["nodata"] = nodata
-    with rasterio.Env(GDAL_PAM_ENABLED="NO"), rasterio.open(path, "w", **profile) as dst:
+    # PNG/JPEG get their georeference from our world file and .aux.xml, not from GDAL's PAM.
+    env = (
+        rasterio.Env(GDAL_PAM_ENABLED="NO")
+        if fmt.world_file_extension
+        else contextlib.nullcontext()
+    )
+    with env, rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
         if colormap:
             dst.write_colormap(1, colormap)

@@ -132,14 +132,9 @@ class ExportWriter:
         return f"{index:0{CHIP_NAME_DIGITS}d}"
 
     def write_chip(
-        self,
-        index: int,
-        data: np.ndarray,
-        georef: ChipGeoref,
-        labels: ChipLabels,
-        band_stats: list[BandStats],
+        self, index: int, data: np.ndarray, georef: ChipGeoref, labels: ChipLabels
     ) -> None:
-        """Write chip ``index`` with its labels, and count it in the statistics."""
+        """Write chip ``index`` and its label files (safe to call from several threads)."""
         stem = self.chip_stem(index)
         ext = self.image_format.extension
         image_dir = "images"
@@ -158,9 +153,12 @@ class ExportWriter:
         tokens = [image_rel, *self._write_labels(stem, image_rel, data.shape, georef, labels)]
         with self._lock:
             self._map_lines[index] = map_line(tokens)
-            self.num_chips += 1
-            self.band_stats = merge_band_stats(self.band_stats, band_stats)
-            self._tally(labels)
+
+    def count_chip(self, labels: ChipLabels, band_stats: list[BandStats]) -> None:
+        """Count a chip in the statistics; call in chip order so that sums are reproducible."""
+        self.num_chips += 1
+        self.band_stats = merge_band_stats(self.band_stats, band_stats)
+        self._tally(labels)
 
     def _write_labels(
         self,
@@ -232,7 +230,7 @@ class ExportWriter:
         return cmap
 
     def _tally(self, labels: ChipLabels) -> None:
-        """Count a chip's labels per class (called under the lock)."""
+        """Count a chip's labels per class."""
         kind = self.fmt.labels
         if kind == "none":
             return

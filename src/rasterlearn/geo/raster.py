@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -213,6 +214,27 @@ class RasterSource:
         if info.nodata is not None:
             valid &= ~np.all(_equals_nodata(data, info.nodata), axis=0)
         return data, valid
+
+
+GDAL_CACHE_BYTES = 128 * 2**20
+
+
+@contextlib.contextmanager
+def bounded_gdal_cache(limit: int = GDAL_CACHE_BYTES) -> Iterator[None]:
+    """Cap GDAL's block cache while a tool runs, unless the user set ``GDAL_CACHEMAX``.
+
+    GDAL's default cache is 5 % of RAM: on a large raster it fills with blocks already used and
+    memory grows with the raster. The cap only costs re-reads of blocks outside the working set.
+    """
+    if "GDAL_CACHEMAX" in os.environ:
+        yield
+        return
+    previous = rasterio.env.get_gdal_config("GDAL_CACHEMAX")
+    rasterio.env.set_gdal_config("GDAL_CACHEMAX", limit)
+    try:
+        yield
+    finally:
+        rasterio.env.set_gdal_config("GDAL_CACHEMAX", previous)
 
 
 _THREAD_ENV = threading.local()

@@ -71,10 +71,37 @@ class BandStats:
             max=float(state.get("Max", float("-inf"))),
         )
 
+    @classmethod
+    def of_histogram(cls, counts: np.ndarray, offset: int = 0) -> BandStats:
+        """Statistics from a histogram: ``counts[i]`` pixels of value ``i + offset``."""
+        levels = np.nonzero(counts)[0]
+        if levels.size == 0:
+            return cls()
+        counts = counts[levels].astype(np.float64)
+        values = levels.astype(np.float64) + offset
+        num = counts.sum()
+        mean = float((counts * values).sum() / num)
+        return cls(
+            num=int(num),
+            m1=mean,
+            m2=float((counts * np.square(values - mean)).sum()),
+            min=float(values[0]),
+            max=float(values[-1]),
+        )
+
 
 def chip_band_stats(data: np.ndarray, valid: np.ndarray) -> list[BandStats]:
     """Per-band statistics of the valid pixels of a ``(bands, rows, cols)`` chip."""
-    return [BandStats.of(band[valid]) for band in data]
+    all_valid = bool(valid.all())
+    if data.dtype in (np.uint8, np.uint16):
+        # A histogram is exact for small integers and much faster than float reductions.
+        bins = 256 if data.dtype == np.uint8 else 65536
+        out = []
+        for band in data:
+            values = band.ravel() if all_valid else band[valid]
+            out.append(BandStats.of_histogram(np.bincount(values, minlength=bins)))
+        return out
+    return [BandStats.of(band.ravel() if all_valid else band[valid]) for band in data]
 
 
 def merge_band_stats(a: list[BandStats], b: list[BandStats]) -> list[BandStats]:
