@@ -5,12 +5,12 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from rasterlearn.errors import RasterLearnError
 from rasterlearn.export import CROP_MODES, PROCESSING_MODES, REFERENCE_SYSTEMS, export_training_data
@@ -31,15 +31,8 @@ out_console = Console()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _keywords(name: str, values: Any) -> type[Enum]:
-    return Enum(name, {v: v for v in values}, type=str)
-
-
-MetadataFormatChoice = _keywords("MetadataFormatChoice", METADATA_FORMATS)
-ChipFormatChoice = _keywords("ChipFormatChoice", CHIP_IMAGE_FORMATS)
-ReferenceSystemChoice = _keywords("ReferenceSystemChoice", REFERENCE_SYSTEMS)
-ProcessingModeChoice = _keywords("ProcessingModeChoice", PROCESSING_MODES)
-CropModeChoice = _keywords("CropModeChoice", CROP_MODES)
+def _one_of(keywords: Any) -> str:
+    return "One of " + ", ".join(keywords) + "."
 
 
 def user_errors(fn: F) -> F:
@@ -51,7 +44,7 @@ def user_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except RasterLearnError as err:
             err_console.print(
-                f"[bold red]error:[/] {err}", markup=True, highlight=False, soft_wrap=True
+                f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True
             )
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
@@ -75,7 +68,7 @@ def export_training_data_cmd(
         ),
     ] = None,
     image_chip_format: Annotated[
-        ChipFormatChoice, typer.Option(case_sensitive=False, help="Chip image format.")
+        str, typer.Option(help=f"Chip image format. {_one_of(CHIP_IMAGE_FORMATS)}")
     ] = "TIFF",
     tile_size_x: Annotated[int, typer.Option(help="Chip width in pixels.")] = 256,
     tile_size_y: Annotated[int, typer.Option(help="Chip height in pixels.")] = 256,
@@ -89,7 +82,7 @@ def export_training_data_cmd(
         ),
     ] = False,
     metadata_format: Annotated[
-        MetadataFormatChoice, typer.Option(case_sensitive=False, help="Label format.")
+        str, typer.Option(help=f"Label format. {_one_of(METADATA_FORMATS)}")
     ] = "PASCAL_VOC_rectangles",
     class_value_field: Annotated[
         str | None,
@@ -106,20 +99,18 @@ def export_training_data_cmd(
         float, typer.Option(help="Also write chips rotated by multiples of this angle (degrees).")
     ] = 0.0,
     reference_system: Annotated[
-        ReferenceSystemChoice, typer.Option(case_sensitive=False, help="Image space of the chips.")
+        str, typer.Option(help=f"Image space of the chips. {_one_of(REFERENCE_SYSTEMS)}")
     ] = "MAP_SPACE",
     processing_mode: Annotated[
-        ProcessingModeChoice,
-        typer.Option(case_sensitive=False, help="For folders: one mosaic, or item by item."),
+        str,
+        typer.Option(help=f"For folders: one mosaic, or item by item. {_one_of(PROCESSING_MODES)}"),
     ] = "PROCESS_AS_MOSAICKED_IMAGE",
     blacken_around_feature: Annotated[
         bool, typer.Option(help="Labeled_Tiles: zero the pixels outside the feature.")
     ] = False,
     crop_mode: Annotated[
-        CropModeChoice,
-        typer.Option(
-            case_sensitive=False, help="Labeled_Tiles/Imagenet: fixed size or feature box."
-        ),
+        str,
+        typer.Option(help=f"Labeled_Tiles/Imagenet: chip size. {_one_of(CROP_MODES)}"),
     ] = "FIXED_SIZE",
     min_polygon_overlap_ratio: Annotated[
         float, typer.Option(help="Drop features with less than this fraction inside a chip.")
@@ -144,21 +135,21 @@ def export_training_data_cmd(
         in_raster,
         out_folder,
         in_class_data=class_data,
-        image_chip_format=_value(image_chip_format),
+        image_chip_format=image_chip_format,
         tile_size_x=tile_size_x,
         tile_size_y=tile_size_y,
         stride_x=stride_x,
         stride_y=stride_y,
         output_nofeature_tiles=output_nofeature_tiles,
-        metadata_format=_value(metadata_format),
+        metadata_format=metadata_format,
         class_value_field=class_value_field,
         buffer_radius=buffer_radius,
         in_mask_polygons=mask_polygons,
         rotation_angle=rotation_angle,
-        reference_system=_value(reference_system),
-        processing_mode=_value(processing_mode),
+        reference_system=reference_system,
+        processing_mode=processing_mode,
         blacken_around_feature=blacken_around_feature,
-        crop_mode=_value(crop_mode),
+        crop_mode=crop_mode,
         min_polygon_overlap_ratio=min_polygon_overlap_ratio,
         extent=extent,
         cell_size=cell_size,
@@ -186,16 +177,13 @@ def export_info_cmd(
         f"{export.band_count} x {export.tile_height} x {export.tile_width}, {export.image_space}",
         highlight=False,
     )
-    counts: dict[int, int] = {}
-    for chip in export.chips:
-        for obj in chip.objects:
-            counts[obj.class_value] = counts.get(obj.class_value, 0) + 1
-        for value in chip.tile_classes if not chip.objects else ():
-            counts[value] = counts.get(value, 0) + 1
+    chips = export.chips_per_class()
+    objects = export.objects_per_class()
     for c in export.classes:
-        out_console.print(
-            f"  class {c.value} {c.name}: {counts.get(c.value, 0)} labels", highlight=False
-        )
+        line = f"  class {c.value} {c.name}: {chips.get(c.value, 0)} chips"
+        if objects:
+            line += f", {objects.get(c.value, 0)} objects"
+        out_console.print(line, highlight=False)
     if export.dropped_chips or export.dropped_objects:
         out_console.print(
             f"  left out: {export.dropped_chips} chips without labels, "
@@ -217,10 +205,6 @@ def demo_cmd(
 
     for line in run_demo(out_folder, overwrite=overwrite):
         out_console.print(line, highlight=False)
-
-
-def _value(choice: Any) -> str:
-    return choice.value if isinstance(choice, Enum) else str(choice)
 
 
 def main() -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import rasterio
 
 from rasterlearn.errors import InputError
@@ -14,6 +16,7 @@ from rasterlearn.formats.labels import ObjectLabel, parse_kitti, parse_voc
 from rasterlearn.formats.metadata_formats import METADATA_FORMATS
 from rasterlearn.geo.stats import BandStats
 
+WORLD_FILE_SUFFIXES = {".jgw", ".pgw", ".tfw", ".wld", ".j2w"}
 IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".mrf", ".img"}
 
 
@@ -76,6 +79,28 @@ class ExportFolder:
     def class_by_value(self) -> dict[int, ClassInfo]:
         return {c.value: c for c in self.classes}
 
+    def chips_per_class(self) -> dict[int, int]:
+        """How many chips hold each class value (label rasters are read for pixel formats)."""
+        counts: Counter[int] = Counter()
+        for chip in self.chips:
+            values = {o.class_value for o in chip.objects}
+            values |= set(chip.tile_classes) | set(chip.instance_rasters)
+            if chip.class_raster is not None:
+                values |= raster_values(chip.class_raster)
+            counts.update(values)
+        return dict(counts)
+
+    def objects_per_class(self) -> dict[int, int]:
+        """How many labelled rectangles each class has over all chips."""
+        return dict(Counter(o.class_value for chip in self.chips for o in chip.objects))
+
+
+def raster_values(path: Path) -> set[int]:
+    """The non-zero class values in a label raster (all bands)."""
+    with rasterio.open(path) as ds:
+        values = np.unique(ds.read())
+    return {int(v) for v in values if v != 0}
+
 
 def _read_json(path: Path) -> dict:
     if not path.exists():
@@ -132,7 +157,7 @@ def _infer_format(folder: Path, images: list[Path]) -> str:
         if any(p.parent != folder / "images" for p in images):
             return "Imagenet"
         return "Export_Tiles"
-    entries = list(labels.iterdir())
+    entries = [p for p in labels.iterdir() if p.is_dir() or not _is_side_car(p)]
     if any(p.is_dir() for p in entries):
         return "RCNN_Masks"
     suffixes = {p.suffix.lower() for p in entries}
@@ -207,6 +232,10 @@ def read_export_folder(folder: str | Path) -> ExportFolder:
     classes = _classes(emd, stats)
     resolver = _ClassResolver(classes, learn_new=not classes)
     chips, dropped = _chips(folder, mode, images, resolver)
+    if not resolver.classes and mode == "Classified_Tiles":
+        # Without metadata, the classes are the values found in the label rasters.
+        found = set().union(*(raster_values(c.class_raster) for c in chips)) if chips else set()
+        resolver.classes.extend(ClassInfo(v, str(v)) for v in sorted(found))
     band_count, height, width = _chip_shape(folder, stats, emd, images[0])
     band_stats = tuple(BandStats.from_state(s) for s in stats.get("BandStatsState") or [])
     return ExportFolder(
@@ -255,15 +284,17 @@ def _chip_shape(folder: Path, stats: dict, emd: dict, first: Path) -> tuple[int,
     return bands, height, width
 
 
+def _is_side_car(path: Path) -> bool:
+    """GDAL/Esri side-car files (.aux.xml, .ovr, world files) that sit beside chips and labels."""
+    name = path.name.lower()
+    return name.endswith((".aux.xml", ".ovr")) or path.suffix.lower() in WORLD_FILE_SUFFIXES
+
+
 def _label_index(labels: Path) -> dict[str, list[Path]]:
     index: dict[str, list[Path]] = {}
     if labels.is_dir():
         for p in labels.iterdir():
-            if (
-                p.is_file()
-                and not p.name.endswith((".aux.xml", ".ovr"))
-                and p.suffix.lower() not in (".jgw", ".pgw", ".tfw", ".wld")
-            ):
+            if p.is_file() and not _is_side_car(p):
                 index.setdefault(p.stem, []).append(p)
     return index
 
@@ -285,7 +316,9 @@ def _chips(
             chips.append(ChipRecord(p, tile_classes=(value,)))
         return chips, dropped
     if mode == "RCNN_Masks":
-        class_dirs = [d for d in labels_dir.iterdir() if d.is_dir()] if labels_dir.is_dir() else []
+        class_dirs = (
+            sorted(d for d in labels_dir.iterdir() if d.is_dir()) if labels_dir.is_dir() else []
+        )
         per_class = {}
         for d in class_dirs:
             value = resolve(d.name)

@@ -157,7 +157,22 @@ class RasterSource:
         """
         inside = self.info.bounds_box.contains(box)
         fill = self.info.nodata if self.info.nodata is not None else 0
-        return self._dataset().read(window=box.to_window(), boundless=not inside, fill_value=fill)
+        with self._read_errors(box):
+            return self._dataset().read(
+                window=box.to_window(), boundless=not inside, fill_value=fill
+            )
+
+    @contextlib.contextmanager
+    def _read_errors(self, where: Box | None = None) -> Iterator[None]:
+        """Report GDAL read failures (a missing mosaic item, a truncated file) as user errors."""
+        try:
+            yield
+        except (RasterioIOError, rasterio.errors.WindowError) as err:
+            at = f" at rows {where.row}-{where.row_end}, columns {where.col}-{where.col_end}"
+            raise InputError(
+                f"reading raster {self.name} failed{at if where else ''}: {err}",
+                "check the file is complete and every file it refers to exists",
+            ) from None
 
     def read_valid(self, box: Box, data: np.ndarray) -> np.ndarray:
         """Boolean mask of valid (not nodata, inside the raster) pixels of a read of ``box``."""
@@ -199,17 +214,18 @@ class RasterSource:
         fill = info.nodata if info.nodata is not None else 0
         data = np.full((info.count, height, width), fill, dtype=info.dtype)
         crs = info.crs or CRS.from_epsg(3857)  # GDAL's warper needs some CRS; both sides share it
-        reproject(
-            source=rasterio.band(ds, list(range(1, info.count + 1))),
-            destination=data,
-            src_transform=info.transform,
-            src_crs=crs,
-            src_nodata=info.nodata,
-            dst_transform=transform,
-            dst_crs=crs,
-            dst_nodata=fill,
-            resampling=resampling or self.resampling,
-        )
+        with self._read_errors():
+            reproject(
+                source=rasterio.band(ds, list(range(1, info.count + 1))),
+                destination=data,
+                src_transform=info.transform,
+                src_crs=crs,
+                src_nodata=info.nodata,
+                dst_transform=transform,
+                dst_crs=crs,
+                dst_nodata=fill,
+                resampling=resampling or self.resampling,
+            )
         valid = _footprint_mask(info, transform, width, height)
         if info.nodata is not None:
             valid &= ~np.all(_equals_nodata(data, info.nodata), axis=0)

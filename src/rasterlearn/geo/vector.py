@@ -7,6 +7,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pyogrio
 import shapely
 from rasterio.crs import CRS
@@ -77,7 +78,7 @@ def resolve_class_field(frame: gpd.GeoDataFrame, requested: str | None, source: 
         if field is None:
             return None
     values = frame[field]
-    numeric = np.issubdtype(values.dtype, np.number) and not values.isna().any()
+    numeric = pd.api.types.is_numeric_dtype(values.dtype) and not values.isna().any()
     if not numeric or not np.all(np.mod(values.to_numpy(dtype=float), 1) == 0):
         raise ParameterError(
             f"class value field '{field}' of {source} must hold whole numbers",
