@@ -12,7 +12,7 @@ from rasterlearn.synthetic import SyntheticScene, make_scene
 
 @pytest.fixture(scope="session")
 def neon() -> tuple[Path, Path]:
-    """The NEON OSBS_029 tile (400 x 400 px RGB, EPSG:32617, nodata 255) and its tree polygons."""
+    """The NEON OSBS_029 tile (400 x 400 px RGB uint8, EPSG:32617, no nodata) and its trees."""
     return sample_paths()
 
 

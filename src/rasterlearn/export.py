@@ -16,7 +16,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import rasterize, shapes
 
-from rasterlearn.errors import InputError, ParameterError
+from rasterlearn.errors import InputError, ParameterError, RasterLearnError
 from rasterlearn.formats.chip_images import ChipImageFormat, chip_image_format
 from rasterlearn.formats.chips import (
     ACCUMULATED_STATS_FILE,
@@ -51,6 +51,7 @@ warnings.filterwarnings(
     "ignore", "The given matrix is equal to Affine.identity", NotGeoreferencedWarning
 )
 
+MIN_OBJECT_PX = 0.01
 REFERENCE_SYSTEMS = ("MAP_SPACE", "PIXEL_SPACE")
 PROCESSING_MODES = ("PROCESS_AS_MOSAICKED_IMAGE", "PROCESS_ITEMS_SEPARATELY")
 CROP_MODES = ("FIXED_SIZE", "BOUNDING_BOX")
@@ -207,7 +208,12 @@ class ChipCutter:
         pixel = _pixel_geometries(self.features.geometries[candidates], ~plan.transform)
         parts = shapely.clip_by_rect(pixel, 0, 0, plan.width, plan.height)
         areas = shapely.area(parts)
-        keep = areas > 0
+        bounds = shapely.bounds(parts)
+        # A feature sharing an edge with the chip leaves a float-noise sliver inside it: only
+        # parts at least as wide and tall as a label can express (0.01 px) are objects.
+        keep = (bounds[:, 2] - bounds[:, 0] >= MIN_OBJECT_PX) & (
+            bounds[:, 3] - bounds[:, 1] >= MIN_OBJECT_PX
+        )
         if self.settings.min_polygon_overlap_ratio > 0:
             keep &= areas >= self.settings.min_polygon_overlap_ratio * shapely.area(pixel)
         pixel_area = abs(plan.transform.determinant)
@@ -660,8 +666,19 @@ def _run_export(
     mask: shapely.Geometry | None,
 ) -> ExportResult:
     workers = default_workers(s.num_workers)
-    plans_per_source = [_plan_chips(src, s, features, mask) for src in sources]
+    plans_per_source = []
+    skipped: list[RasterLearnError] = []
+    for src in sources:
+        try:
+            plans_per_source.append(_plan_chips(src, s, features, mask))
+        except (InputError, ParameterError) as err:
+            if len(sources) == 1:
+                raise
+            skipped.append(err)  # an item outside the features or extent adds no chips
+            plans_per_source.append([])
     total = sum(len(p) for p in plans_per_source)
+    if total == 0 and skipped:
+        raise skipped[0]
     if total == 0:
         raise InputError(
             "no chip fits inside the mask polygons and the extent",

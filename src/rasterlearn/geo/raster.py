@@ -332,6 +332,8 @@ def mosaic_vrt_xml(paths: list[Path]) -> str:
     for path in paths:
         try:
             with rasterio.open(path) as ds:
+                if not infos:
+                    band_meta = list(zip(ds.descriptions, ds.colorinterp, strict=True))
                 infos.append(
                     (
                         path,
@@ -394,6 +396,9 @@ def mosaic_vrt_xml(paths: list[Path]) -> str:
                 "</SimpleSource>"
             )
         nd = f"<NoDataValue>{nodata}</NoDataValue>" if nodata is not None else ""
+        description, interp = band_meta[b - 1]
+        nd += f"<Description>{escape(description)}</Description>" if description else ""
+        nd += f"<ColorInterp>{interp.name.capitalize()}</ColorInterp>"
         bands.append(
             f'<VRTRasterBand dataType="{gdal_type}" band="{b}">{nd}{"".join(sources)}'
             "</VRTRasterBand>"

@@ -134,7 +134,7 @@ def load_features(
         )
     geoms = frame.geometry
     if buffer_radius and buffer_radius > 0:
-        geoms = geoms.buffer(buffer_radius, resolution=16)
+        geoms = geoms.buffer(buffer_radius, quad_segs=16)
     elif require_areas and not geoms.geom_type.isin(["Polygon", "MultiPolygon"]).all():
         raise ParameterError(
             f"{source} holds points or lines, which have no area to label",
