@@ -230,18 +230,17 @@ class ChipCutter:
             return ChipLabels()
         if plan.feature is not None:
             return self._feature_chip_labels(plan, data)
-        class_raster = None
-        if self.class_source is not None:
-            class_raster = self._class_raster(plan)
-            hits = _objects_from_class_raster(class_raster, abs(plan.transform.determinant))
-        else:
-            hits = self._objects(plan)
+        class_raster = self._class_raster(plan) if self.class_source is not None else None
         if kind == "pixels":
             if class_raster is None:
-                class_raster = self._rasterize(plan, hits)
+                class_raster = self._rasterize(plan, self._objects(plan))
             if not keep_empty and not class_raster.any():
                 return None
             return ChipLabels(class_raster=class_raster)
+        if class_raster is not None:
+            hits = _objects_from_class_raster(class_raster, abs(plan.transform.determinant))
+        else:
+            hits = self._objects(plan)
         if not hits and not keep_empty:
             return None
         if kind == "rectangles":
