@@ -1,8 +1,9 @@
 """Export benchmark: chips per second against a bare rasterio read+write of the same windows,
 and peak memory on a 10,000 x 10,000 px 3-band raster.
 
-Run: ``.venv/bin/python benchmarks/export.py [--size 10000] [--workdir DIR]``. Prints one line per
-figure with its same-run baseline. Timings are medians of ``--repeats`` runs (the machines are shared).
+Run: ``.venv/bin/python benchmarks/export.py [--size 10000] [--workdir DIR]``. Prints one line
+per figure with its same-run baseline. Timings are medians of ``--repeats`` runs (the machines
+are shared and noisy).
 """
 
 from __future__ import annotations
@@ -117,9 +118,8 @@ def main() -> None:
     try:
         t = time.perf_counter()
         scene = make_scene(work / "scene", width=args.size, height=args.size, bands=3, seed=0)
-        print(
-            f"synthetic {args.size} x {args.size} px 3-band scene in {time.perf_counter() - t:.0f} s"
-        )
+        elapsed = time.perf_counter() - t
+        print(f"synthetic {args.size} x {args.size} px 3-band scene in {elapsed:.0f} s")
         throughput(scene.raster_path, scene.polygons_path, work, args.repeats)
         for fmt in ("PASCAL_VOC_rectangles", "Classified_Tiles"):
             peak_memory(scene.raster_path, scene.polygons_path, work, fmt)
