@@ -248,8 +248,11 @@ class ChipCutter:
                 objects=[ObjectLabel(h.value, *h.part.bounds, area=h.area) for h in hits]
             )
         if kind == "instances":
-            objects = [ObjectLabel(h.value, *h.part.bounds, area=h.area) for h in hits]
-            return ChipLabels(objects=objects, instances=_instance_rasters(hits, plan))
+            instances, drawn = _instance_rasters(hits, plan)
+            if not drawn and not keep_empty:
+                return None
+            objects = [ObjectLabel(h.value, *h.part.bounds, area=h.area) for h in drawn]
+            return ChipLabels(objects=objects, instances=instances)
         if kind == "multitile":
             return ChipLabels(tile_classes=sorted({h.value for h in hits}))
         raise AssertionError(kind)
@@ -304,10 +307,16 @@ def _objects_from_class_raster(class_raster: np.ndarray, pixel_area: float) -> l
     return hits
 
 
-def _instance_rasters(hits: list[_Hit], plan: ChipPlan) -> dict[int, np.ndarray]:
-    """Per class, instance-id rasters; overlapping instances spill into extra bands."""
+def _instance_rasters(hits: list[_Hit], plan: ChipPlan) -> tuple[dict[int, np.ndarray], list[_Hit]]:
+    """Per class, instance-id rasters; overlapping instances spill into extra bands.
+
+    Returns:
+        The rasters by class value, and the objects that cover at least one pixel centre
+        (only those are instances; a sliver without pixels is no label).
+    """
     shape = (plan.height, plan.width)
     out: dict[int, np.ndarray] = {}
+    drawn: list[_Hit] = []
     for value in sorted({h.value for h in hits}):
         bands: list[np.ndarray] = []
         instance_id = 0
@@ -316,6 +325,7 @@ def _instance_rasters(hits: list[_Hit], plan: ChipPlan) -> dict[int, np.ndarray]
             if not mask.any():
                 continue
             instance_id += 1
+            drawn.append(hit)
             target = next((b for b in bands if not b[mask].any()), None)
             if target is None:
                 target = np.zeros(shape, dtype=np.uint16)
@@ -323,7 +333,7 @@ def _instance_rasters(hits: list[_Hit], plan: ChipPlan) -> dict[int, np.ndarray]
             target[mask] = instance_id
         if bands:
             out[value] = np.stack(bands)
-    return out
+    return out, drawn
 
 
 def _grid_plans(info: RasterInfo, area: Box, s: ExportSettings) -> Iterator[ChipPlan]:
@@ -348,6 +358,15 @@ def _rotations(
         yield ChipPlan(transform, width, height, feature)
 
 
+def _floor(value: float) -> int:
+    """Floor that forgives the float noise of map-to-pixel transforms (67.0000000037 -> 67)."""
+    return math.floor(value + 1e-6)
+
+
+def _ceil(value: float) -> int:
+    return math.ceil(value - 1e-6)
+
+
 def _feature_plans(
     info: RasterInfo, area: Box, features: FeatureSet, settings: ExportSettings
 ) -> Iterator[ChipPlan]:
@@ -358,8 +377,8 @@ def _feature_plans(
         if not pixel.intersects(area_poly):
             continue
         x0, y0, x1, y1 = pixel.bounds
-        c0, r0 = math.floor(x0), math.floor(y0)
-        bbox = Box(r0, c0, max(1, math.ceil(y1) - r0), max(1, math.ceil(x1) - c0))
+        c0, r0 = _floor(x0), _floor(y0)
+        bbox = Box(r0, c0, max(1, _ceil(y1) - r0), max(1, _ceil(x1) - c0))
         box = (
             bbox.centered(settings.tile_height, settings.tile_width)
             if settings.crop_mode == "FIXED_SIZE"
