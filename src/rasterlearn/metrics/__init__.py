@@ -1,0 +1,1 @@
+"""Accuracy metrics shared by training (validation) and the accuracy tools."""
