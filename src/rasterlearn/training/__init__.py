@@ -1,0 +1,1 @@
+"""Training internals: the Lightning task, data module and the model-folder report."""
