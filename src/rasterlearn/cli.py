@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from rasterlearn.cli_model import model_app
 from rasterlearn.errors import RasterLearnError
 from rasterlearn.export import CROP_MODES, PROCESSING_MODES, REFERENCE_SYSTEMS, export_training_data
 from rasterlearn.formats.chip_images import CHIP_IMAGE_FORMATS
@@ -190,6 +191,9 @@ def export_info_cmd(
             f"{export.dropped_objects} objects of unknown classes",
             highlight=False,
         )
+
+
+app.add_typer(model_app, name="model", help="Inspect, package and edit models (.emd / .dlpk).")
 
 
 @app.command("demo")

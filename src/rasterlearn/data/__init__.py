@@ -1,0 +1,27 @@
+"""Training data for the models: merged export folders, normalisation, augmentation, datasets.
+
+Unlike ``geo/`` and ``formats/``, this layer uses torch.
+"""
+
+from rasterlearn.data.augment import Augmenter, Sample
+from rasterlearn.data.datasets import (
+    ClassificationDataset,
+    DetectionDataset,
+    SegmentationDataset,
+    collate_detection,
+)
+from rasterlearn.data.merge import TrainingData
+from rasterlearn.data.normalization import NormalizationStats, Normalizer, uses_imagenet_stats
+
+__all__ = [
+    "Augmenter",
+    "ClassificationDataset",
+    "DetectionDataset",
+    "NormalizationStats",
+    "Normalizer",
+    "Sample",
+    "SegmentationDataset",
+    "TrainingData",
+    "collate_detection",
+    "uses_imagenet_stats",
+]
