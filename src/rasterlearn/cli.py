@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from rasterlearn.cli_model import model_app
-from rasterlearn.errors import RasterLearnError
+from rasterlearn.errors import ParameterError, RasterLearnError
 from rasterlearn.export import CROP_MODES, PROCESSING_MODES, REFERENCE_SYSTEMS, export_training_data
 from rasterlearn.formats.chip_images import CHIP_IMAGE_FORMATS
 from rasterlearn.formats.export_reader import read_export_folder
@@ -191,6 +191,119 @@ def export_info_cmd(
             f"{export.dropped_objects} objects of unknown classes",
             highlight=False,
         )
+
+
+@app.command("train")
+@user_errors
+def train_cmd(
+    folders: Annotated[
+        list[Path],
+        typer.Argument(help="IN_FOLDER... OUT_FOLDER: export folder(s), then the model folder."),
+    ],
+    max_epochs: Annotated[int, typer.Option(help="Epochs to train at most.")] = 20,
+    model_type: Annotated[
+        str | None,
+        typer.Option(
+            help="UNET, DEEPLAB, FCOS, RETINANET, FASTERRCNN, MASKRCNN or FEATURE_CLASSIFIER; "
+            "default the first that fits the data."
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Chips per batch; default the model type's.")
+    ] = None,
+    arg: Annotated[
+        list[str] | None,
+        typer.Option("--arg", help="Model argument NAME=VALUE (repeatable)."),
+    ] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option(help="Peak learning rate; default: found by a range test.")
+    ] = None,
+    backbone_model: Annotated[
+        str | None,
+        typer.Option(help="RESNET18/34/50/101, MOBILENET_V3_LARGE/SMALL; default per model."),
+    ] = None,
+    pretrained_model: Annotated[
+        str | None, typer.Option(help="An .emd or .dlpk of ours to fine-tune.")
+    ] = None,
+    validation_percentage: Annotated[
+        float, typer.Option(help="Percentage of chips held out for validation.")
+    ] = 10,
+    stop_training: Annotated[
+        bool,
+        typer.Option(
+            "--stop-training/--continue-training", help="Stop when the model stops improving."
+        ),
+    ] = True,
+    freeze: Annotated[
+        bool, typer.Option("--freeze/--unfreeze", help="Keep a pretrained backbone frozen.")
+    ] = True,
+    augmentation: Annotated[str, typer.Option(help="DEFAULT or NONE.")] = "DEFAULT",
+    chip_size: Annotated[
+        int | None, typer.Option(help="Training chip size; default the tile size.")
+    ] = None,
+    weight_init_scheme: Annotated[
+        str | None, typer.Option(help="RANDOM, RED_BAND or ALL_RANDOM for bands beyond RGB.")
+    ] = None,
+    monitor: Annotated[
+        str,
+        typer.Option(help="VALID_LOSS, AVERAGE_PRECISION, ACCURACY, F1_SCORE, MIOU, DICE, ..."),
+    ] = "VALID_LOSS",
+    pretrained_backbone: Annotated[
+        str | None,
+        typer.Option(help="ImageNet backbone weights: a file, or 'torch-cache'."),
+    ] = None,
+    devices: Annotated[
+        str | None, typer.Option(help="Lightning devices (number of GPUs); default all/1 CPU.")
+    ] = None,
+    num_nodes: Annotated[int, typer.Option(help="Machines for DDP training.")] = 1,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 42,
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing model folder.")] = False,
+) -> None:
+    """Train Deep Learning Model: a model folder (.emd, .pth, .dlpk, metrics) from exports."""
+    from rasterlearn.train import train_deep_learning_model
+
+    if len(folders) < 2:
+        raise ParameterError("give one or more export folders and then the model folder")
+    arguments = {}
+    for item in arg or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ParameterError(
+                f"model argument '{item}' is not NAME=VALUE", "e.g. --arg mixup=True"
+            )
+        arguments[name.strip()] = value.strip()
+    result = train_deep_learning_model(
+        [str(f) for f in folders[:-1]],
+        folders[-1],
+        max_epochs=max_epochs,
+        model_type=model_type,
+        batch_size=batch_size,
+        arguments=arguments,
+        learning_rate=learning_rate,
+        backbone_model=backbone_model,
+        pretrained_model=pretrained_model,
+        validation_percentage=validation_percentage,
+        stop_training=stop_training,
+        freeze=freeze,
+        augmentation=augmentation,
+        chip_size=chip_size,
+        weight_init_scheme=weight_init_scheme,
+        monitor=monitor,
+        pretrained_backbone=pretrained_backbone,
+        devices=int(devices) if devices and devices.isdigit() else devices,
+        num_nodes=num_nodes,
+        seed=seed,
+        resume=resume,
+        overwrite=overwrite,
+        progress=None,
+    )
+    shown = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items())
+    out_console.print(
+        f"Trained {result.model_type} for {result.epochs} epochs (learning rate "
+        f"{result.learning_rate:.2e}): {shown}\nModel: {result.emd}\nPackage: {result.dlpk}",
+        highlight=False,
+    )
 
 
 app.add_typer(model_app, name="model", help="Inspect, package and edit models (.emd / .dlpk).")

@@ -1,0 +1,225 @@
+"""The Lightning module that trains any model of the registry, and its validation metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from rasterlearn.metrics.detection import class_accuracy
+from rasterlearn.metrics.pixels import PixelAccuracy, confusion_matrix
+
+# ArcGIS monitor keyword -> (logged metric, mode)
+MONITORS = {
+    "VALID_LOSS": ("valid_loss", "min"),
+    "AVERAGE_PRECISION": ("average_precision", "max"),
+    "ACCURACY": ("accuracy", "max"),
+    "F1_SCORE": ("f1_score", "max"),
+    "MIOU": ("miou", "max"),
+    "DICE": ("dice", "max"),
+    "PRECISION": ("precision", "max"),
+    "RECALL": ("recall", "max"),
+}
+TASK_METRICS = {
+    "pixel": ("accuracy", "miou", "dice", "precision", "recall", "f1_score"),
+    "detection": ("average_precision",),
+    "instance": ("average_precision",),
+    "classification": ("accuracy", "precision", "recall", "f1_score"),
+}
+
+
+@dataclass
+class ValidationResults:
+    """What one pass over the validation chips measured."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    per_class: dict[int, dict[str, float]] = field(default_factory=dict)
+    confusion: np.ndarray | None = None
+
+
+class _Accumulator:
+    """Collects predictions and truths of a validation pass for one task."""
+
+    def __init__(self, task: str, num_classes: int, multi_label: bool = False) -> None:
+        self.task = task
+        self.num_classes = num_classes
+        self.multi_label = multi_label
+        self.reset()
+
+    def reset(self) -> None:
+        k = self.num_classes + (1 if self.task == "pixel" else 0)
+        self.confusion = np.zeros((k, k), dtype=np.int64)
+        self.detections: list[list[tuple[np.ndarray, np.ndarray]]] = [
+            [] for _ in range(self.num_classes)
+        ]
+        self.truths: list[list[np.ndarray]] = [[] for _ in range(self.num_classes)]
+        self.multi_hits = np.zeros((3, self.num_classes))  # tp, fp, fn
+
+    def add(self, outputs: object, targets: object) -> None:
+        if self.task == "pixel":
+            pred = outputs.argmax(1).cpu().numpy()
+            k = self.confusion.shape[0]
+            self.confusion += confusion_matrix(targets.cpu().numpy(), pred, k)
+        elif self.task == "classification":
+            if self.multi_label:
+                pred = (torch.sigmoid(outputs) > 0.5).cpu().numpy()
+                truth = targets.cpu().numpy() > 0.5
+                self.multi_hits += np.stack(
+                    [(pred & truth).sum(0), (pred & ~truth).sum(0), (~pred & truth).sum(0)]
+                )
+            else:
+                pred = outputs.argmax(1).cpu().numpy()
+                k = self.confusion.shape[0]
+                self.confusion += confusion_matrix(targets.cpu().numpy(), pred, k)
+        else:
+            for out, tgt in zip(outputs, targets, strict=True):
+                boxes = out["boxes"].detach().cpu().numpy()
+                scores = out["scores"].detach().cpu().numpy()
+                labels = out["labels"].cpu().numpy()
+                true_boxes = tgt["boxes"].cpu().numpy()
+                true_labels = tgt["labels"].cpu().numpy()
+                for c in range(self.num_classes):
+                    mine = labels == c + 1
+                    self.detections[c].append((boxes[mine], scores[mine]))
+                    self.truths[c].append(true_boxes[true_labels == c + 1])
+
+    def results(self) -> ValidationResults:
+        if self.task in ("detection", "instance"):
+            per_class = {}
+            for c in range(self.num_classes):
+                if not self.truths[c]:
+                    continue
+                acc = class_accuracy(self.detections[c], self.truths[c], 0.5)
+                per_class[c + 1] = {
+                    "average_precision": acc.average_precision,
+                    "precision": acc.precision,
+                    "recall": acc.recall,
+                    "f1": acc.f1,
+                }
+            aps = [v["average_precision"] for v in per_class.values()]
+            return ValidationResults(
+                {"average_precision": float(np.mean(aps)) if aps else 0.0}, per_class
+            )
+        if self.task == "classification" and self.multi_label:
+            tp, fp, fn = self.multi_hits
+            p = tp.sum() / max(tp.sum() + fp.sum(), 1)
+            r = tp.sum() / max(tp.sum() + fn.sum(), 1)
+            f1 = 2 * p * r / (p + r) if p + r else 0.0
+            return ValidationResults({"precision": p, "recall": r, "f1_score": f1, "accuracy": f1})
+        acc = PixelAccuracy(self.confusion)
+        offset = 0 if self.task == "pixel" else 1  # class index -> position in the class table
+        per_class = {
+            i + offset: {
+                "precision": float(acc.precision[i]),
+                "recall": float(acc.recall[i]),
+                "f1": float(acc.f1[i]),
+            }
+            for i in range(self.confusion.shape[0])
+        }
+        classes = slice(1, None) if self.task == "pixel" else slice(None)
+        metrics = {
+            "accuracy": acc.overall,
+            "precision": float(np.mean(acc.precision[classes])),
+            "recall": float(np.mean(acc.recall[classes])),
+            "f1_score": float(np.mean(acc.f1[classes])),
+        }
+        if self.task == "pixel":
+            metrics["miou"] = float(np.mean(acc.iou[classes]))
+            metrics["dice"] = metrics["f1_score"]
+        return ValidationResults(metrics, per_class, self.confusion.copy())
+
+
+def _batch_norms_frozen(model: nn.Module) -> list[nn.Module]:
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.eval()
+    return norms
+
+
+class TrainingTask(L.LightningModule):
+    """Trains a registry model: loss per task, one-cycle schedule, validation metrics.
+
+    Args:
+        model: A model from :func:`rasterlearn.models.build_model`.
+        learning_rate: Peak learning rate of the one-cycle schedule.
+        class_weights: Optional loss weight per class index (pixel models).
+        weight_decay: AdamW weight decay.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        learning_rate: float = 1e-3,
+        class_weights: torch.Tensor | None = None,
+        weight_decay: float = 1e-4,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.lr = learning_rate
+        self.weight_decay = weight_decay
+        self.task = model.task
+        self.multi_label = bool(getattr(model, "multi_label", False))
+        self.register_buffer("class_weights", class_weights, persistent=False)
+        self.accumulator = _Accumulator(self.task, model.num_classes, self.multi_label)
+        self.last_results = ValidationResults()
+
+    def forward(self, x: torch.Tensor) -> object:
+        return self.model(x)
+
+    def _loss(self, batch: tuple) -> torch.Tensor:
+        images, targets = batch
+        if self.task in ("detection", "instance"):
+            losses = self.model(list(images), targets)
+            return sum(losses.values())
+        logits = self.model(images)
+        if self.task == "classification" and self.multi_label:
+            return nn.functional.binary_cross_entropy_with_logits(logits, targets)
+        return nn.functional.cross_entropy(logits, targets, weight=self.class_weights)
+
+    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch[0]))
+        return loss
+
+    def validation_step(self, batch: tuple, batch_idx: int) -> None:
+        images, targets = batch
+        if self.task in ("detection", "instance"):
+            # torchvision detectors give losses only in training mode: use it without
+            # updating batch-norm statistics, then predict in eval mode.
+            self.model.train()
+            _batch_norms_frozen(self.model)
+            loss = self._loss(batch)
+            self.model.eval()
+            outputs = self.model(list(images))
+        else:
+            outputs = self.model(images)
+            if self.task == "classification" and self.multi_label:
+                loss = nn.functional.binary_cross_entropy_with_logits(outputs, targets)
+            else:
+                loss = nn.functional.cross_entropy(outputs, targets, weight=self.class_weights)
+        self.log("valid_loss", loss, on_step=False, on_epoch=True, batch_size=len(images))
+        self.accumulator.add(outputs, targets)
+
+    def on_validation_epoch_start(self) -> None:
+        self.accumulator.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self.last_results = self.accumulator.results()
+        for name, value in self.last_results.metrics.items():
+            self.log(name, float(value))
+
+    def configure_optimizers(self) -> dict:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        # OneCycleLR needs a few steps to shape its cycle; extra ones are never reached
+        total = max(10, int(self.trainer.estimated_stepping_batches))
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=self.lr, total_steps=total, pct_start=0.25
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
