@@ -283,12 +283,9 @@ def _footprint_mask(info: RasterInfo, transform: Affine, width: int, height: int
 
 def _as_window_of(src: Affine, dst: Affine, width: int, height: int) -> Box | None:
     """The window of ``src`` that ``dst`` is, when it is a whole-pixel shift of it."""
-    if not np.allclose(
-        [dst.a, dst.b, dst.d, dst.e],
-        [src.a, src.b, src.d, src.e],
-        rtol=0,
-        atol=1e-12 * max(abs(src.a), 1),
-    ):
+    tolerance = 1e-12 * max(abs(src.a), 1)
+    pairs = ((dst.a, src.a), (dst.b, src.b), (dst.d, src.d), (dst.e, src.e))
+    if any(abs(x - y) > tolerance for x, y in pairs):
         return None
     col, row = ~src @ (dst.c, dst.f)
     if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
