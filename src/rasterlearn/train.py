@@ -139,6 +139,7 @@ def _quiet_lightning() -> Iterator[None]:
         warnings.filterwarnings("ignore", ".*smaller than the logging interval.*")
         warnings.filterwarnings("ignore", ".*weights_only.*")
         warnings.filterwarnings("ignore", ".*LeafSpec.*")
+        warnings.filterwarnings("ignore", ".*exists and is not empty.*")  # resuming reuses it
         yield
 
 
