@@ -298,6 +298,8 @@ def train_cmd(
         overwrite=overwrite,
         progress=None,
     )
+    if result is None:  # another process of a distributed run: rank 0 reports
+        return
     shown = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items())
     out_console.print(
         f"Trained {result.model_type} for {result.epochs} epochs (learning rate "

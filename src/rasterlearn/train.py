@@ -53,6 +53,7 @@ from rasterlearn.training.report import (
 from rasterlearn.training.task import MONITORS, TASK_METRICS, TrainingTask, ValidationResults
 
 AUGMENTATIONS = ("DEFAULT", "NONE")
+DEFAULT_LEARNING_RATE = 1e-3
 # Lightning's banners and tips are noise in a tool's output; warnings still show.
 for _name in ("lightning.pytorch", "lightning.fabric"):
     logging.getLogger(_name).setLevel(logging.WARNING)
@@ -165,7 +166,7 @@ def _learning_rate_finder(trainer_kwargs: dict, task: TrainingTask, loaders: tup
     except Exception:
         suggestion = None
     if suggestion is None or not math.isfinite(suggestion):
-        return 1e-3
+        return DEFAULT_LEARNING_RATE
     return float(min(max(suggestion, 1e-5), 1e-2))
 
 
@@ -193,7 +194,7 @@ def train_deep_learning_model(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool | None = None,
-) -> TrainResult:
+) -> TrainResult | None:
     """Train Deep Learning Model: train on export folders and write an ArcGIS model folder.
 
     Parameters follow ArcGIS's tool (names in snake_case, same defaults).
@@ -230,7 +231,7 @@ def train_deep_learning_model(
         progress: Show progress bars (default: on terminals).
 
     Returns:
-        What was trained and written.
+        What was trained and written (None in the other processes of a distributed run).
 
     Raises:
         RasterLearnError: for inputs and parameters the user must fix.
@@ -369,10 +370,14 @@ def train_deep_learning_model(
     }
     task = TrainingTask(model, learning_rate=learning_rate or 1e-3)
     lr = float(learning_rate) if learning_rate else None
+    distributed = int(num_nodes) > 1 or (isinstance(devices, int) and devices > 1)
     if lr is None:
-        lr = _learning_rate_finder(
-            {**trainer_kwargs, "default_root_dir": str(checkpoints)}, task, loaders
-        )
+        # Lightning's range test runs in one process; distributed runs use a safe default.
+        lr = DEFAULT_LEARNING_RATE
+        if not distributed:
+            lr = _learning_rate_finder(
+                {**trainer_kwargs, "default_root_dir": str(checkpoints)}, task, loaders
+            )
         task.lr = lr
 
     history = _History()
@@ -399,6 +404,8 @@ def train_deep_learning_model(
         trainer.fit(
             task, loaders[0], loaders[1], ckpt_path=str(last) if resume and last.exists() else None
         )
+    if not trainer.is_global_zero:
+        return None  # in distributed training only the first process writes the model folder
     if best.best_model_path:
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
         task.load_state_dict(state["state_dict"])

@@ -1,0 +1,180 @@
+"""Training quality on CPU: pixel accuracy and AP50 on held-out chips, with epochs and minutes.
+
+Run: ``.venv/bin/python benchmarks/train_quality.py [--epochs 12] [--models UNET,FCOS,...]``.
+Trains on a synthetic scene (the held-out part is a separate scene of the same generator, so
+no chip overlaps the training area) and a detector on the NEON sample (west 3/4 for training,
+the east quarter held out). Prints one line per model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import rasterio
+import torch
+from rasterio.windows import Window
+
+from rasterlearn import export_training_data, read_export_folder
+from rasterlearn.data.datasets import DetectionDataset, SegmentationDataset, collate_detection
+from rasterlearn.data.merge import TrainingData
+from rasterlearn.demo import sample_paths
+from rasterlearn.metrics.detection import class_accuracy
+from rasterlearn.synthetic import make_scene
+from rasterlearn.train import train_deep_learning_model
+from rasterlearn.trained_model import load_trained_model
+
+DETECTORS = ("FCOS", "RETINANET", "FASTERRCNN")
+
+
+def held_out_scores(model_dir: Path, test_folder: Path, task: str) -> float:
+    """Pixel accuracy (pixel task) or mean AP50 (detectors) of a saved model on test chips."""
+    trained = load_trained_model(next(model_dir.glob("*.emd")))
+    data = TrainingData(test_folder)
+    chip = trained.definition.get("ImageHeight")
+    if task == "pixel":
+        ds = SegmentationDataset(data, chip_size=chip, normalizer=trained.normalizer)
+        right = total = 0
+        with torch.no_grad():
+            for i in range(len(ds)):
+                image, target = ds[i]
+                pred = trained.model(image[None]).argmax(1)[0]
+                right += int((pred == target).sum())
+                total += target.numel()
+        return right / total
+    ds = DetectionDataset(data, chip_size=chip, normalizer=trained.normalizer)
+    k = len(trained.class_values) - 1
+    dets = [[] for _ in range(k)]
+    truths = [[] for _ in range(k)]
+    with torch.no_grad():
+        for start in range(0, len(ds), 8):
+            images, targets = collate_detection(
+                [ds[i] for i in range(start, min(start + 8, len(ds)))]
+            )
+            for out, tgt in zip(trained.model(list(images)), targets, strict=True):
+                for c in range(k):
+                    m = out["labels"] == c + 1
+                    dets[c].append((out["boxes"][m].numpy(), out["scores"][m].numpy()))
+                    truths[c].append(tgt["boxes"][tgt["labels"] == c + 1].numpy())
+    aps = [
+        class_accuracy(dets[c], truths[c], 0.5).average_precision
+        for c in range(k)
+        if any(len(t) for t in truths[c])
+    ]
+    return float(np.mean(aps))
+
+
+def split_neon(work: Path) -> tuple[Path, Path, Path, Path]:
+    """NEON tile cut into a training part (west 300 px) and a held-out part (east 100 px)."""
+    raster, trees = sample_paths()
+    out = []
+    with rasterio.open(raster) as src:
+        for name, window in (("train", Window(0, 0, 300, 400)), ("test", Window(300, 0, 100, 400))):
+            profile = {
+                **src.profile,
+                "width": window.width,
+                "height": window.height,
+                "transform": src.window_transform(window),
+            }
+            path = work / f"neon_{name}.tif"
+            with rasterio.open(path, "w", **profile) as dst:
+                dst.write(src.read(window=window))
+            frame = gpd.read_file(trees)
+            left, _, right, _ = rasterio.windows.bounds(window, src.transform)
+            inside = frame[frame.geometry.centroid.x.between(left, right)]
+            gpkg = work / f"neon_{name}.gpkg"
+            inside.to_file(gpkg)
+            out += [path, gpkg]
+    return tuple(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--models", default="UNET,FCOS,RETINANET,FASTERRCNN")
+    parser.add_argument("--neon-model", default="FCOS")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="rl-train-bench-"))
+    torch.set_num_threads(2)
+    try:
+        train_scene = make_scene(work / "train", width=768, height=768, seed=11, cell=48)
+        test_scene = make_scene(work / "test", width=384, height=384, seed=12, cell=48)
+        for model_type in args.models.split(","):
+            fmt = (
+                "Classified_Tiles" if model_type in ("UNET", "DEEPLAB") else "PASCAL_VOC_rectangles"
+            )
+            for scene, name in ((train_scene, "train"), (test_scene, "test")):
+                folder = work / f"{name}_{fmt}"
+                if not folder.exists():
+                    export_training_data(
+                        scene.raster_path,
+                        folder,
+                        scene.polygons_path,
+                        metadata_format=fmt,
+                        tile_size_x=128,
+                        tile_size_y=128,
+                        stride_x=64,
+                        stride_y=64,
+                    )
+            start = time.perf_counter()
+            result = train_deep_learning_model(
+                work / f"train_{fmt}",
+                work / f"model_{model_type}",
+                max_epochs=args.epochs,
+                model_type=model_type,
+                backbone_model="resnet18",
+                batch_size=8,
+                learning_rate=3e-4 if model_type == "FASTERRCNN" else 2e-3,
+                seed=1,
+            )
+            minutes = (time.perf_counter() - start) / 60
+            task = "pixel" if fmt == "Classified_Tiles" else "detection"
+            score = held_out_scores(result.out_folder, work / f"test_{fmt}", task)
+            what = "pixel accuracy" if task == "pixel" else "AP50"
+            chips = len(read_export_folder(work / f"train_{fmt}").chips)
+            print(
+                f"synthetic {model_type}: held-out {what} {score:.3f} after {result.epochs} "
+                f"epochs, {minutes:.1f} CPU minutes ({chips} training chips)",
+                flush=True,
+            )
+        tr, trg, te, teg = split_neon(work)
+        for raster, gpkg, name in ((tr, trg, "neon_train"), (te, teg, "neon_test")):
+            export_training_data(
+                raster,
+                work / name,
+                gpkg,
+                tile_size_x=100,
+                tile_size_y=100,
+                stride_x=50,
+                stride_y=50,
+            )
+        start = time.perf_counter()
+        result = train_deep_learning_model(
+            work / "neon_train",
+            work / "neon_model",
+            max_epochs=args.epochs * 2,
+            model_type=args.neon_model,
+            backbone_model="resnet18",
+            batch_size=8,
+            learning_rate=2e-3,
+            seed=1,
+            validation_percentage=10,
+        )
+        minutes = (time.perf_counter() - start) / 60
+        score = held_out_scores(result.out_folder, work / "neon_test", "detection")
+        print(
+            f"NEON {args.neon_model}: held-out AP50 {score:.3f} (east quarter of the tile) after "
+            f"{result.epochs} epochs, {minutes:.1f} CPU minutes",
+            flush=True,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
