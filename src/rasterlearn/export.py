@@ -446,21 +446,11 @@ def _class_raster_values(source: RasterSource) -> tuple[list[int], dict[int, tup
             data = data[data != info.nodata]
         present.update(int(v) for v in np.unique(data))
     present.discard(0)
-    try:
-        ds = source._dataset()
-        colormap = {k: tuple(v[:3]) for k, v in ds.colormap(1).items()}
-    except ValueError:
-        colormap = {}
-    return sorted(present), colormap
+    return sorted(present), source.colormap()
 
 
 def _check_overlap(features: FeatureSet, info: RasterInfo, name: str, source: str) -> None:
-    footprint = shapely.Polygon(
-        [
-            info.transform @ c
-            for c in ((0, 0), (info.width, 0), (info.width, info.height), (0, info.height))
-        ]
-    )
+    footprint = ChipPlan(info.transform, info.width, info.height).footprint
     if not features.tree.query(footprint, predicate="intersects").size:
         raise InputError(
             f"none of the {len(features)} features of {source} overlap raster {name}",

@@ -174,6 +174,13 @@ class RasterSource:
                 "check the file is complete and every file it refers to exists",
             ) from None
 
+    def colormap(self) -> dict[int, tuple[int, int, int]]:
+        """The first band's colour table (value -> RGB), empty when it has none."""
+        try:
+            return {k: tuple(v[:3]) for k, v in self._dataset().colormap(1).items()}
+        except ValueError:
+            return {}
+
     def read_valid(self, box: Box, data: np.ndarray) -> np.ndarray:
         """Boolean mask of valid (not nodata, inside the raster) pixels of a read of ``box``."""
         valid = np.zeros(data.shape[1:], dtype=bool)
@@ -205,7 +212,6 @@ class RasterSource:
             ``(data, valid)``: data ``(bands, height, width)`` and the mask of pixels that
             fell on valid raster pixels.
         """
-        ds = self._dataset()
         info = self.info
         box = _as_window_of(info.transform, transform, width, height)
         if box is not None:
@@ -216,7 +222,7 @@ class RasterSource:
         crs = info.crs or CRS.from_epsg(3857)  # GDAL's warper needs some CRS; both sides share it
         with self._read_errors():
             reproject(
-                source=rasterio.band(ds, list(range(1, info.count + 1))),
+                source=rasterio.band(self._dataset(), list(range(1, info.count + 1))),
                 destination=data,
                 src_transform=info.transform,
                 src_crs=crs,

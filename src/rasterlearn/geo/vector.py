@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import geopandas as gpd
@@ -37,8 +38,9 @@ class FeatureSet:
     def __len__(self) -> int:
         return len(self.geometries)
 
-    @property
+    @cached_property
     def tree(self) -> shapely.STRtree:
+        """Spatial index of the geometries, built once."""
         return shapely.STRtree(self.geometries)
 
 
