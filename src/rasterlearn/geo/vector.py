@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -175,3 +176,77 @@ def load_mask(path: str | Path, target_crs: CRS | None) -> shapely.Geometry:
     if target_crs is not None and frame.crs is not None:
         frame = frame.to_crs(target_crs)
     return shapely.union_all(frame.geometry.make_valid().values)
+
+
+VECTOR_DRIVERS = {
+    ".gpkg": "GPKG",
+    ".shp": "ESRI Shapefile",
+    ".geojson": "GeoJSON",
+    ".json": "GeoJSON",
+    ".fgb": "FlatGeobuf",
+    ".parquet": "Parquet",
+}
+"""Output vector format by file extension."""
+
+_SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
+
+
+def vector_driver(path: str | Path) -> str:
+    """The OGR driver an output path's extension asks for.
+
+    Raises:
+        ParameterError: for an extension that is not a supported vector format.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in VECTOR_DRIVERS:
+        raise ParameterError(
+            f"output {path} has no vector format extension",
+            "end it with " + ", ".join(VECTOR_DRIVERS),
+        )
+    return VECTOR_DRIVERS[suffix]
+
+
+def write_vector(
+    frame: gpd.GeoDataFrame, path: str | Path, overwrite: bool = False, layer: str | None = None
+) -> Path:
+    """Write features atomically, the format following the extension (GeoPackage 1.3 default).
+
+    The file (with a Shapefile's side-cars) is written in a hidden folder beside the target
+    and moved into place when complete. A GeoPackage is written as version 1.3 so that older
+    GDALs and ArcGIS read it.
+
+    Args:
+        frame: Features (a GeoDataFrame; its CRS is written).
+        path: Output path (``.gpkg``, ``.shp``, ``.geojson``, ``.fgb``, ``.parquet``).
+        overwrite: Replace an existing output.
+        layer: Layer name (GeoPackage); defaults to the file stem.
+
+    Returns:
+        The output path.
+
+    Raises:
+        ParameterError: for an unsupported extension.
+        OutputError: if the output exists and ``overwrite`` is false.
+    """
+    from rasterlearn.outputs import atomic_output, check_output_path
+
+    path = Path(path).absolute()
+    driver = vector_driver(path)
+    check_output_path(path, overwrite, folder=False)
+    staging = path.with_name(path.name + ".staging")
+    with atomic_output(staging, overwrite=True, folder=True) as tmp:
+        written = tmp / path.name
+        if driver == "Parquet":
+            frame.to_parquet(written)
+        else:
+            options = {"VERSION": "1.3"} if driver == "GPKG" else None
+            pyogrio.write_dataframe(
+                frame, written, driver=driver, layer=layer or path.stem, dataset_options=options
+            )
+        parts = _SHAPEFILE_PARTS if driver == "ESRI Shapefile" else (path.suffix,)
+        for part in parts:
+            produced = written.with_suffix(part)
+            if produced.exists():
+                produced.replace(path.with_suffix(part))
+    shutil.rmtree(staging, ignore_errors=True)
+    return path
