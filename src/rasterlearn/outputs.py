@@ -74,3 +74,26 @@ def atomic_output(
         _remove(old)
     else:
         tmp.rename(target)
+
+
+@contextlib.contextmanager
+def staged_files(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield ``<hidden folder>/<target name>`` to write a file and its side-cars into.
+
+    On success every file written in the hidden folder (the target, ``.aux.xml``, a
+    Shapefile's ``.shx``/``.dbf``...) is moved beside the target under the same name; on
+    failure the folder is removed and nothing appears.
+
+    Raises:
+        OutputError: see :func:`check_output_path`.
+    """
+    target = Path(target).absolute()
+    check_output_path(target, overwrite, folder=False)
+    staging = target.with_name(target.name + ".staging")
+    with atomic_output(staging, overwrite=True, folder=True) as tmp:
+        yield tmp / target.name
+        # the target last, so that side-cars are in place when it appears
+        produced = sorted(tmp.iterdir(), key=lambda p: p.name == target.name)
+        for path in produced:
+            path.replace(target.parent / path.name)
+    shutil.rmtree(staging, ignore_errors=True)

@@ -87,13 +87,14 @@ def build_from_definition(
     return model, spec
 
 
-def load_trained_model(source: str | Path | dict) -> TrainedModel:
-    """Load a model trained by rasterlearn from an ``.emd``, a ``.dlpk``, a folder or JSON.
+def load_trained_model(source: str | Path | dict | ModelDefinition) -> TrainedModel:
+    """Load a model trained by rasterlearn from an ``.emd``, a ``.dlpk``, a folder, JSON or
+    an already loaded definition.
 
     Raises:
         InputError: for missing or damaged files and weights that do not fit the definition.
     """
-    definition = ModelDefinition.load(source)
+    definition = source if isinstance(source, ModelDefinition) else ModelDefinition.load(source)
     model, spec = build_from_definition(definition)
     state = read_weights(definition.resolve("ModelFile"))
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -188,8 +187,6 @@ VECTOR_DRIVERS = {
 }
 """Output vector format by file extension."""
 
-_SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg")
-
 
 def vector_driver(path: str | Path) -> str:
     """The OGR driver an output path's extension asks for.
@@ -228,25 +225,15 @@ def write_vector(
         ParameterError: for an unsupported extension.
         OutputError: if the output exists and ``overwrite`` is false.
     """
-    from rasterlearn.outputs import atomic_output, check_output_path
+    from rasterlearn.outputs import staged_files
 
-    path = Path(path).absolute()
     driver = vector_driver(path)
-    check_output_path(path, overwrite, folder=False)
-    staging = path.with_name(path.name + ".staging")
-    with atomic_output(staging, overwrite=True, folder=True) as tmp:
-        written = tmp / path.name
+    with staged_files(path, overwrite) as written:
         if driver == "Parquet":
             frame.to_parquet(written)
         else:
             options = {"VERSION": "1.3"} if driver == "GPKG" else None
             pyogrio.write_dataframe(
-                frame, written, driver=driver, layer=layer or path.stem, dataset_options=options
+                frame, written, driver=driver, layer=layer or written.stem, dataset_options=options
             )
-        parts = _SHAPEFILE_PARTS if driver == "ESRI Shapefile" else (path.suffix,)
-        for part in parts:
-            produced = written.with_suffix(part)
-            if produced.exists():
-                produced.replace(path.with_suffix(part))
-    shutil.rmtree(staging, ignore_errors=True)
-    return path
+    return Path(path)

@@ -1,0 +1,461 @@
+"""The one tiling engine: window plan -> read (prefetch) -> batch -> predict -> merge.
+
+Every inference tool, in process or on a Dask cluster, runs through here:
+
+1. :func:`plan_tiles` covers the processing area with tiles of the model's chip size that
+   overlap by twice the padding. Each tile *owns* a part of the area (its ``keep`` box) so
+   that the owned parts partition the area exactly: tile borders fall in the middle of the
+   overlaps, so every owned pixel was predicted with at least ``padding`` pixels of context
+   (except at the raster's own edges).
+2. Tiles are grouped into blocks of consecutive tiles (:func:`blocks_of`); batches are formed
+   inside a block, so the batches, and therefore the floating-point results, are the same
+   whether blocks run here or on a cluster.
+3. :func:`predict_block` reads the tiles (a prefetch thread overlaps reading with the
+   forward pass), drops tiles without valid pixels, runs the predictor and turns each tile's
+   output into a compact result: owned class values for pixel models, owned detections in
+   grid pixel coordinates for detectors. Memory is bounded by block and batch size, never by
+   the raster.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import rasterio.features
+import shapely
+from affine import Affine
+from rasterio.crs import CRS
+
+from rasterlearn.errors import InputError, ParameterError
+from rasterlearn.geo.grid import Box
+from rasterlearn.geo.raster import RasterInfo, RasterSource
+from rasterlearn.inference import tta
+from rasterlearn.inference.predictors import (
+    DETECTION,
+    INSTANCE,
+    PIXEL,
+    Predictor,
+    TileDetections,
+    open_predictor,
+)
+
+EDGE_MARGIN = 2
+"""Detections within this many pixels of a tile edge are cut by it (``exclude_pad_detections``)."""
+
+PREFETCH_BATCHES = 2
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The pixel grid inference runs on: the raster's own, or resampled to another cell size.
+
+    Attributes:
+        transform: Pixel to map (or pixel) coordinates.
+        width: Columns.
+        height: Rows.
+        crs: Coordinate system, None for a raster without georeference.
+    """
+
+    transform: Affine
+    width: int
+    height: int
+    crs: CRS | None
+
+    @property
+    def box(self) -> Box:
+        return Box(0, 0, self.height, self.width)
+
+    def window_transform(self, box: Box) -> Affine:
+        return self.transform @ Affine.translation(box.col, box.row)
+
+    @classmethod
+    def of_raster(cls, info: RasterInfo) -> Grid:
+        """The raster's own grid (resampled already when the source has a cell size)."""
+        return cls(info.transform, info.width, info.height, info.crs)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One window the model sees, and the part of the output it decides.
+
+    Attributes:
+        index: Position in the plan (row-major).
+        read: The window read, of the model's chip size; it may reach past the grid, where
+            the pixels are nodata.
+        keep: The part of the grid this tile's predictions are kept for.
+    """
+
+    index: int
+    read: Box
+    keep: Box
+
+
+def _axis_plan(length: int, tile: int, padding: int) -> list[tuple[int, int, int]]:
+    """``(read_start, keep_start, keep_end)`` along one axis of ``length`` pixels."""
+    if length <= tile:
+        return [(0, 0, length)]
+    stride = tile - 2 * padding
+    starts = list(range(0, length - tile + 1, stride))
+    if starts[-1] + tile < length:
+        starts.append(length - tile)
+    # The boundary between two tiles is the middle of their overlap.
+    bounds = [0, *((a + tile + b) // 2 for a, b in itertools.pairwise(starts)), length]
+    return [(s, bounds[i], bounds[i + 1]) for i, s in enumerate(starts)]
+
+
+def plan_tiles(area: Box, tile_height: int, tile_width: int, padding: int) -> list[Tile]:
+    """Tiles covering ``area`` whose ``keep`` boxes partition it, in row-major order.
+
+    Args:
+        area: The processing area in grid pixels.
+        tile_height: Rows of a tile (the model's chip height).
+        tile_width: Columns of a tile.
+        padding: Pixels at each tile edge used as context only; neighbouring tiles overlap
+            by ``2 * padding``.
+    """
+    rows = _axis_plan(area.height, tile_height, padding)
+    cols = _axis_plan(area.width, tile_width, padding)
+    tiles = []
+    for r, r0, r1 in rows:
+        for c, c0, c1 in cols:
+            read = Box(area.row + r, area.col + c, tile_height, tile_width)
+            keep = Box(area.row + r0, area.col + c0, r1 - r0, c1 - c0)
+            tiles.append(Tile(len(tiles), read, keep))
+    return tiles
+
+
+def blocks_of(tiles: list[Tile], tiles_per_block: int) -> list[list[Tile]]:
+    """Consecutive runs of tiles, the unit of work of a process or a cluster worker."""
+    size = max(1, tiles_per_block)
+    return [tiles[i : i + size] for i in range(0, len(tiles), size)]
+
+
+def area_of_extent(grid: Grid, extent: tuple[float, float, float, float] | None) -> Box:
+    """The grid pixels inside a processing extent ``(xmin, ymin, xmax, ymax)``.
+
+    Raises:
+        ParameterError: when the extent misses the raster.
+    """
+    if extent is None:
+        return grid.box
+    xmin, ymin, xmax, ymax = extent
+    if not (xmax > xmin and ymax > ymin):
+        raise ParameterError(
+            f"processing extent {extent} is empty", "give xmin ymin xmax ymax with min < max"
+        )
+    inverse = ~grid.transform
+    cols, rows = zip(*(inverse @ (x, y) for x in (xmin, xmax) for y in (ymin, ymax)), strict=True)
+    r0, c0 = math.floor(min(rows) + 1e-6), math.floor(min(cols) + 1e-6)
+    box = Box(r0, c0, math.ceil(max(rows) - 1e-6) - r0, math.ceil(max(cols) - 1e-6) - c0)
+    inside = grid.box.intersection(box) if box.area > 0 else None
+    if inside is None:
+        raise ParameterError(
+            f"processing extent {extent} does not overlap the raster",
+            "give the extent as xmin ymin xmax ymax in the raster's coordinate system",
+        )
+    return inside
+
+
+@dataclass(frozen=True)
+class InferenceJob:
+    """Everything a process needs to predict tiles, small and picklable for Dask workers.
+
+    Attributes:
+        raster: What :class:`RasterSource` opens (a path, ``/vsicurl/`` URL or VRT XML).
+        raster_name: The name users know it by, for messages.
+        grid: The grid inference runs on.
+        model: The model definition: an ``.emd``/``.dlpk`` path or the emd's JSON text.
+        arguments: Resolved model arguments.
+        mask_wkb: Processing mask in grid map coordinates (WKB), or None.
+        device: Torch device, or None for the default.
+        cell_size: Cell size the raster is resampled to on read, or None.
+        model_version: Changes when the model's files change, so that a process never
+            predicts with a stale copy of a model it opened before.
+    """
+
+    raster: str
+    raster_name: str
+    grid: Grid
+    model: str
+    arguments: dict[str, Any] = field(hash=False)
+    mask_wkb: bytes | None = None
+    device: str | None = None
+    cell_size: float | None = None
+    model_version: str = ""
+
+
+@functools.lru_cache(maxsize=4)
+def _open_raster(raster: str, raster_name: str, cell_size: float | None) -> RasterSource:
+    return RasterSource(raster, raster_name, cell_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _open_model(model: str, device: str | None, version: str) -> Predictor:
+    return open_predictor(model, device)
+
+
+def open_job(job: InferenceJob) -> tuple[RasterSource, Predictor]:
+    """The raster and predictor of a job, opened once per process and kept for the next."""
+    source = _open_raster(job.raster, job.raster_name, job.cell_size)
+    return source, _open_model(job.model, job.device, job.model_version)
+
+
+@dataclass
+class PixelResult:
+    """A tile's owned class values (and probabilities) in the grid.
+
+    Attributes:
+        box: The owned window (the tile's ``keep`` box).
+        classes: ``(rows, cols)`` class values; ``nodata`` where the input is not valid.
+        probabilities: ``(K, rows, cols)`` float32 class probabilities, when asked for.
+    """
+
+    box: Box
+    classes: np.ndarray
+    probabilities: np.ndarray | None = None
+
+
+@dataclass
+class _Batch:
+    tiles: list[Tile]
+    data: np.ndarray
+    valid: np.ndarray
+
+
+def read_tile(
+    source: RasterSource, grid: Grid, box: Box, mask: shapely.Geometry | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of a grid window and their validity; invalid pixels are set to 0."""
+    data, valid = source.read_onto(grid.window_transform(box), box.width, box.height)
+    if mask is not None and valid.any():
+        valid &= rasterio.features.geometry_mask(
+            [mask], (box.height, box.width), grid.window_transform(box), invert=True
+        )
+    if not valid.all():
+        data = np.where(valid, data, np.zeros((), data.dtype))
+    return data, valid
+
+
+def _tile_batches(
+    source: RasterSource,
+    grid: Grid,
+    tiles: Iterable[Tile],
+    batch_size: int,
+    mask: shapely.Geometry | None,
+) -> Iterator[_Batch]:
+    pending: list[tuple[Tile, np.ndarray, np.ndarray]] = []
+    for tile in tiles:
+        if mask is not None and not mask.intersects(_footprint(grid, tile.read)):
+            continue
+        data, valid = read_tile(source, grid, tile.read, mask)
+        if not valid.any():
+            continue  # all nodata: nothing to predict
+        pending.append((tile, data, valid))
+        if len(pending) == batch_size:
+            yield _stack(pending)
+            pending = []
+    if pending:
+        yield _stack(pending)
+
+
+def _stack(items: list[tuple[Tile, np.ndarray, np.ndarray]]) -> _Batch:
+    tiles, data, valid = zip(*items, strict=True)
+    return _Batch(list(tiles), np.stack(data), np.stack(valid))
+
+
+def _footprint(grid: Grid, box: Box) -> shapely.Polygon:
+    t = grid.window_transform(box)
+    corners = [t @ c for c in ((0, 0), (box.width, 0), (box.width, box.height), (0, box.height))]
+    return shapely.Polygon(corners)
+
+
+def prefetched(items: Iterator[Any], depth: int = PREFETCH_BATCHES) -> Iterator[Any]:
+    """Iterate ``items`` with a thread producing up to ``depth`` items ahead.
+
+    Reading the next batch (GDAL releases the GIL) then overlaps the current forward pass.
+    An exception in the producer is raised here; leaving the loop early stops the producer.
+    """
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put((done, None))
+        except BaseException as err:  # handed to the consumer
+            slots.put((done, err))
+
+    worker = threading.Thread(target=produce, name="rasterlearn-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, err = slots.get()
+            if item is done:
+                if err is not None:
+                    raise err
+                return
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+def predict_blocks(
+    job: InferenceJob,
+    blocks: list[list[Tile]],
+    on_progress: Callable[[int], None] | None = None,
+    prefetch: bool = True,
+) -> Iterator[PixelResult | TileDetections]:
+    """Predict blocks of tiles: one result per tile that had valid pixels, in plan order.
+
+    Pixel models give :class:`PixelResult`; detectors give the tile's owned
+    :class:`TileDetections` in grid pixel coordinates. Batches never span two blocks.
+
+    Args:
+        job: What to run.
+        blocks: Runs of consecutive tiles (see :func:`blocks_of`).
+        on_progress: Called with the number of tiles of the plan finished so far.
+        prefetch: Read ahead on a thread.
+    """
+    source, predictor = open_job(job)
+    args = job.arguments
+    mask = shapely.from_wkb(job.mask_wkb) if job.mask_wkb else None
+    batches: Iterator[_Batch] = (
+        batch
+        for block in blocks
+        for batch in _tile_batches(source, job.grid, block, int(args["batch_size"]), mask)
+    )
+    if prefetch:
+        batches = prefetched(batches)
+    task = predictor.info.task
+    if task not in (PIXEL, DETECTION, INSTANCE):
+        raise InputError(
+            f"a {task} model cannot run on tiles", "use classify-objects for this model"
+        )
+    for batch in batches:
+        if task == PIXEL:
+            yield from _pixel_results(predictor, batch, args)
+        else:
+            yield from _detection_results(predictor, batch, args, job.grid)
+        if on_progress is not None:
+            on_progress(batch.tiles[-1].index + 1)
+
+
+def _pixel_results(predictor: Predictor, batch: _Batch, args: dict[str, Any]) -> list[PixelResult]:
+    info = predictor.info
+    if args.get("test_time_augmentation"):
+        probs = tta.predict_pixels(
+            predictor, batch.data, batch.valid, info.image_space, args["merge_policy"]
+        )
+    else:
+        probs = predictor.predict_pixels(batch.data, batch.valid)
+    values = np.array([0, *(v for v, _, _ in info.classes)], dtype=np.int64)
+    first = 0 if args.get("predict_background", True) else 1
+    out = []
+    for tile, p, valid in zip(batch.tiles, probs, batch.valid, strict=True):
+        r0, c0 = tile.keep.row - tile.read.row, tile.keep.col - tile.read.col
+        sl = np.s_[r0 : r0 + tile.keep.height, c0 : c0 + tile.keep.width]
+        owned = p[(slice(None), *sl)]
+        classes = values[first + owned[first:].argmax(axis=0)]
+        keep_valid = valid[sl]
+        out.append(
+            PixelResult(
+                tile.keep,
+                np.where(keep_valid, classes, -1),
+                np.where(keep_valid, owned[1:], np.float32(np.nan))
+                if args.get("return_probability_raster")
+                else None,
+            )
+        )
+    return out
+
+
+def _detection_results(
+    predictor: Predictor, batch: _Batch, args: dict[str, Any], grid: Grid
+) -> list[TileDetections]:
+    if args.get("test_time_augmentation"):
+        found = tta.predict_objects(
+            predictor, batch.data, batch.valid, args, predictor.info.image_space
+        )
+    else:
+        found = predictor.predict_objects(batch.data, batch.valid, args)
+    return [
+        _owned(dets, tile, grid, bool(args.get("exclude_pad_detections", True)))
+        for tile, dets in zip(batch.tiles, found, strict=True)
+    ]
+
+
+def _owned(dets: TileDetections, tile: Tile, grid: Grid, exclude_pad: bool) -> TileDetections:
+    """The tile's detections whose box centre it owns, shifted to grid pixel coordinates."""
+    if not len(dets):
+        return dets
+    b = dets.boxes
+    keep = np.ones(len(dets), dtype=bool)
+    if exclude_pad:
+        read = tile.read
+        # a box touching an edge of the tile is cut by it, unless the edge is the grid's
+        # own edge (nothing lies beyond it)
+        edges = (
+            (b[:, 0] <= EDGE_MARGIN) & (read.col > 0),
+            (b[:, 1] <= EDGE_MARGIN) & (read.row > 0),
+            (b[:, 2] >= read.width - EDGE_MARGIN) & (read.col_end < grid.width),
+            (b[:, 3] >= read.height - EDGE_MARGIN) & (read.row_end < grid.height),
+        )
+        keep &= ~np.logical_or.reduce(edges)
+    cx = (b[:, 0] + b[:, 2]) / 2 + tile.read.col
+    cy = (b[:, 1] + b[:, 3]) / 2 + tile.read.row
+    k = tile.keep
+    keep &= (cx >= k.col) & (cx < k.col_end) & (cy >= k.row) & (cy < k.row_end)
+    owned = dets.subset(keep)
+    shift = np.array([tile.read.col, tile.read.row] * 2, dtype=np.float64)
+    owned.boxes = owned.boxes + shift
+    if owned.shapes is not None:
+        owned.shapes = [
+            None if s is None else shapely.affinity.translate(s, tile.read.col, tile.read.row)
+            for s in owned.shapes
+        ]
+    return owned
+
+
+def run_tiles(
+    job: InferenceJob,
+    tiles: list[Tile],
+    tiles_per_block: int,
+    client: Any = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> Iterator[PixelResult | TileDetections]:
+    """Predict every tile, in plan order, in this process or on a Dask client's workers.
+
+    Both ways form the same blocks and batches, so their results are identical.
+    """
+    blocks = blocks_of(tiles, tiles_per_block)
+    if client is None:
+        yield from predict_blocks(job, blocks, on_progress)
+        return
+    from rasterlearn.distributed import map_blocks
+
+    for block, results in zip(blocks, map_blocks(client, _block_results, blocks, job), strict=True):
+        yield from results
+        if on_progress is not None:
+            on_progress(block[-1].index + 1)
+
+
+def _block_results(block: list[Tile], job: InferenceJob) -> list[PixelResult | TileDetections]:
+    return list(predict_blocks(job, [block], prefetch=False))

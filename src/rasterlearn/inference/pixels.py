@@ -1,0 +1,153 @@
+"""Classify Pixels Using Deep Learning: a classified raster from a pixel classification model."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from rasterlearn.errors import ParameterError
+from rasterlearn.formats.classified_raster import ClassifiedRasterWriter
+from rasterlearn.geo.raster import bounded_gdal_cache
+from rasterlearn.inference.engine import PixelResult, run_tiles
+from rasterlearn.inference.jobs import (
+    Extent,
+    PreparedRun,
+    cluster_client,
+    model_text,
+    open_inputs,
+    prepare_run,
+)
+from rasterlearn.inference.predictors import PIXEL, open_predictor
+from rasterlearn.outputs import staged_files
+from rasterlearn.progress import progress_bar
+
+TILES_PER_BLOCK_BATCHES = 8
+"""A block (the unit of work of a cluster worker) is this many batches of tiles."""
+
+
+def classify_pixels(
+    in_raster: str | Path,
+    out_classified_raster: str | Path,
+    in_model_definition: str | Path | dict,
+    arguments: dict[str, Any] | None = None,
+    processing_mode: str = "PROCESS_AS_MOSAICKED_IMAGE",
+    out_classified_folder: str | Path | None = None,
+    processing_extent: Extent | None = None,
+    mask: str | Path | None = None,
+    cell_size: float | None = None,
+    cog: bool = False,
+    device: str | None = None,
+    cluster: str | None = None,
+    scheduler: str | None = None,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> list[Path]:
+    """Classify every pixel of a raster of any size with a pixel classification model.
+
+    The raster is cut into tiles of the model's chip size overlapping by twice the padding;
+    each tile's padded margin is dropped, so the result has no seams. The output holds the
+    model's class values, nodata where the input is nodata, a colour table and class names.
+
+    Args:
+        in_raster: Raster, VRT, URL or folder of rasters.
+        out_classified_raster: Output GeoTIFF (``.tif``). With ``return_probability_raster``
+            a float32 ``<name>_probability.tif`` with one band a class is written beside it.
+        in_model_definition: ``.emd`` path, ``.dlpk`` or the emd's JSON text.
+        arguments: Model arguments (``padding``, ``batch_size``, ``predict_background``,
+            ``test_time_augmentation``, ``merge_policy``, ``return_probability_raster``).
+        processing_mode: ``PROCESS_AS_MOSAICKED_IMAGE`` (a folder is one mosaic) or
+            ``PROCESS_ITEMS_SEPARATELY`` (one output per raster in ``out_classified_folder``).
+        out_classified_folder: Output folder for ``PROCESS_ITEMS_SEPARATELY``.
+        processing_extent: ``(xmin, ymin, xmax, ymax)`` in the raster's CRS.
+        mask: Polygons outside which nothing is classified (nodata).
+        cell_size: Classify on a grid of this cell size (map units).
+        cog: Write a Cloud-Optimized GeoTIFF (with overviews).
+        device: ``cpu``, ``cuda`` or ``cuda:N``; default the GPU when there is one.
+        cluster: ``local:N`` to run on a local Dask cluster of N workers.
+        scheduler: ``tcp://host:port`` of a running Dask scheduler.
+        overwrite: Replace existing outputs.
+        progress: Show a progress bar (default: on terminals).
+
+    Returns:
+        The classified raster(s) written.
+
+    Raises:
+        RasterLearnError: for anything the user can fix, before any output is written.
+    """
+    model = model_text(in_model_definition)
+    predictor = open_predictor(model, device)
+    if predictor.info.task != PIXEL:
+        raise ParameterError(
+            f"the model is a {predictor.info.task} model, not a pixel classifier",
+            "use detect-objects or classify-objects with this model",
+        )
+    sources = open_inputs(in_raster, processing_mode)
+    runs = [
+        prepare_run(s, predictor, model, arguments, processing_extent, mask, cell_size, device)
+        for s in sources
+    ]
+    targets = _targets(runs, out_classified_raster, out_classified_folder, processing_mode)
+    with cluster_client(cluster, scheduler) as client, bounded_gdal_cache():
+        for run, target in zip(runs, targets, strict=True):
+            _classify_one(run, target, cog, overwrite, progress, client)
+    return targets
+
+
+def _targets(
+    runs: list[PreparedRun], out_raster: str | Path, out_folder: str | Path | None, mode: str
+) -> list[Path]:
+    if str(mode).upper() != "PROCESS_ITEMS_SEPARATELY":
+        return [Path(out_raster)]
+    if out_folder is None:
+        raise ParameterError(
+            "processing items separately needs an output folder",
+            "give out_classified_folder (--out-classified-folder)",
+        )
+    folder = Path(out_folder)
+    return [folder / (Path(r.source.name).stem + ".tif") for r in runs]
+
+
+def _classify_one(
+    run: PreparedRun,
+    target: Path,
+    cog: bool,
+    overwrite: bool,
+    progress: bool | None,
+    client: Any,
+) -> None:
+    job, info = run.job, run.predictor.info
+    grid = job.grid
+    with_probs = bool(job.arguments.get("return_probability_raster"))
+    prob_target = target.with_name(target.stem + "_probability.tif")
+    tiles_per_block = int(job.arguments["batch_size"]) * TILES_PER_BLOCK_BATCHES
+    with contextlib.ExitStack() as stack:
+        path = stack.enter_context(staged_files(target, overwrite))
+        writer = ClassifiedRasterWriter(
+            path, grid.transform, grid.crs, grid.width, grid.height, info.classes
+        )
+        stack.callback(writer.close)
+        prob_writer = None
+        if with_probs:
+            prob_path = stack.enter_context(staged_files(prob_target, overwrite))
+            prob_writer = ClassifiedRasterWriter(
+                prob_path, grid.transform, grid.crs, grid.width, grid.height, info.classes, True
+            )
+            stack.callback(prob_writer.close)
+        label = f"Classifying {Path(run.source.name).name}"
+        with progress_bar(label, len(run.tiles), progress) as advance:
+            done = 0
+
+            def on_progress(finished: int) -> None:
+                nonlocal done
+                advance(finished - done)
+                done = finished
+
+            for result in run_tiles(job, run.tiles, tiles_per_block, client, on_progress):
+                assert isinstance(result, PixelResult)
+                writer.write(result.box, result.classes)
+                if prob_writer is not None and result.probabilities is not None:
+                    prob_writer.write(result.box, result.probabilities)
+        writer.finish(cog)
+        if prob_writer is not None:
+            prob_writer.finish(cog)

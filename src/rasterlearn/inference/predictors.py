@@ -1,0 +1,327 @@
+"""Predictors: every model backend behind one interface the tiling engine calls.
+
+A predictor receives raw pixels, exactly as read from the raster (all bands, nodata and
+masked pixels set to 0, ``valid`` saying which are real), and does everything model-specific
+itself: band selection, normalisation as in training, the forward pass, and turning outputs
+into class values. The engine never sees tensors.
+
+Backends: :class:`TorchPredictor` (models trained by rasterlearn), its TorchScript and ONNX
+variants (same pre- and post-processing, another forward pass), and the Esri Python raster
+function protocol for custom inference functions. :func:`open_predictor` picks the backend
+from the model definition.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+
+from rasterlearn.errors import InputError, ParameterError
+from rasterlearn.formats.emd import ModelDefinition
+from rasterlearn.models.arguments import ModelArgument, resolve_arguments
+
+PIXEL, DETECTION, INSTANCE, CLASSIFICATION = "pixel", "detection", "instance", "classification"
+
+_EMD_MODEL_TYPES = {
+    "ImageClassification": PIXEL,
+    "ObjectDetection": DETECTION,
+    "InstanceDetection": INSTANCE,
+    "ObjectClassification": CLASSIFICATION,
+}
+"""The task of each ``.emd`` ``ModelType``."""
+
+MERGE_POLICIES = ("mean", "max", "min")
+
+
+@dataclass
+class TileDetections:
+    """Objects found in one tile, in the tile's pixel coordinates (x right, y down).
+
+    Attributes:
+        boxes: ``(M, 4)`` float64 ``xmin, ymin, xmax, ymax``.
+        scores: ``(M,)`` confidence in 0-1.
+        classes: ``(M,)`` class values (the ``.emd``'s ``Classes`` ``Value``).
+        shapes: One polygon per object (a mask outline) or None where the box is the shape.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+    shapes: list[shapely.Geometry | None] | None = None
+
+    @classmethod
+    def empty(cls) -> TileDetections:
+        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def subset(self, keep: np.ndarray) -> TileDetections:
+        """The detections at the given indices or boolean mask."""
+        idx = np.flatnonzero(keep) if keep.dtype == bool else keep
+        shapes = [self.shapes[i] for i in idx] if self.shapes is not None else None
+        return TileDetections(self.boxes[idx], self.scores[idx], self.classes[idx], shapes)
+
+
+@dataclass
+class ModelInfo:
+    """What the engine needs to know of a model, whatever its backend.
+
+    Attributes:
+        task: One of ``pixel``, ``detection``, ``instance``, ``classification``.
+        tile_height: Rows of the tiles (chips) the model takes (``ImageHeight``).
+        tile_width: Columns (``ImageWidth``).
+        extract_bands: Input band indices (0-based) the model reads.
+        image_space: ``MAP_SPACE`` or ``PIXEL_SPACE``.
+        classes: ``(value, name, (r, g, b))`` per class, in the ``.emd``'s order.
+        multi_label: For classifiers, several labels per object.
+        crop_size_fixed: Classify Objects chips of fixed size centred on the feature (True)
+            or cropped to the feature's bounds (False).
+        blacken_around_feature: Classify Objects sets pixels outside the feature to 0.
+    """
+
+    task: str
+    tile_height: int
+    tile_width: int
+    extract_bands: list[int]
+    image_space: str
+    classes: list[tuple[int, str, tuple[int, int, int]]]
+    multi_label: bool = False
+    crop_size_fixed: bool = True
+    blacken_around_feature: bool = False
+    arguments: tuple[ModelArgument, ...] = field(default=())
+
+    @property
+    def class_names(self) -> dict[int, str]:
+        return {value: name for value, name, _ in self.classes}
+
+    def check_bands(self, band_count: int, raster_name: str) -> None:
+        """Refuse a raster without the bands the model reads.
+
+        Raises:
+            InputError: naming the band counts.
+        """
+        needed = max(self.extract_bands) + 1 if self.extract_bands else 0
+        if band_count < needed:
+            raise InputError(
+                f"raster {raster_name} has {band_count} bands but the model reads bands "
+                f"{[b + 1 for b in self.extract_bands]} (ExtractBands)",
+                "give imagery of the sensor and band order the model was trained on",
+            )
+
+
+def model_info(definition: ModelDefinition) -> ModelInfo:
+    """The engine-facing description of a model from its ``.emd``.
+
+    Raises:
+        InputError: for a definition without a known ``ModelType`` or with bad sizes.
+    """
+    raw = definition.to_dict()
+    task = _EMD_MODEL_TYPES.get(str(raw.get("ModelType")))
+    if task is None:
+        raise InputError(
+            f"model definition {definition.path or ''} has ModelType "
+            f"{raw.get('ModelType')!r}, which rasterlearn cannot run",
+            "give a pixel classification, object detection, instance segmentation or "
+            "object classification model",
+        )
+    height = int(raw.get("ImageHeight") or 224)
+    width = int(raw.get("ImageWidth") or height)
+    if height < 8 or width < 8:
+        raise InputError(
+            f"model definition has ImageHeight {height} x ImageWidth {width}",
+            "the .emd's chip size must be at least 8 pixels",
+        )
+    classes = []
+    for c in raw.get("Classes") or []:
+        color = c.get("Color") or [-1, -1, -1]
+        rgb = tuple(int(v) for v in color[:3]) if min(color[:3]) >= 0 else (0, 0, 0)
+        classes.append((int(c["Value"]), str(c.get("Name", c["Value"])), rgb))
+    bands = raw.get("ExtractBands")
+    if not isinstance(bands, list) or not all(isinstance(b, int) for b in bands):
+        bands = [0, 1, 2]
+    return ModelInfo(
+        task=task,
+        tile_height=height,
+        tile_width=width,
+        extract_bands=list(bands),
+        image_space=str(raw.get("ImageSpaceUsed") or "MAP_SPACE").upper(),
+        classes=classes,
+        multi_label=bool(raw.get("IsMultilabel") or raw.get("MultiLabel")),
+        crop_size_fixed=int(raw.get("CropSizeFixed", 1) or 0) == 1,
+        blacken_around_feature=int(raw.get("BlackenAroundFeature", 0) or 0) == 1,
+        arguments=inference_arguments(task, height, raw),
+    )
+
+
+def inference_arguments(task: str, tile_height: int, raw: dict) -> tuple[ModelArgument, ...]:
+    """The model arguments of the inference tools for a task, ArcGIS's names and defaults.
+
+    ``batch_size`` defaults to the ``.emd``'s ``BatchSize`` when it has one.
+    """
+    a = ModelArgument
+    batch = int(raw.get("BatchSize") or (4 if task != DETECTION else 16))
+    tta = a("test_time_augmentation", bool, False, "predict on flipped/rotated copies and merge")
+    padding = a("padding", int, tile_height // 4, "pixels of each tile edge used only as context")
+    batch_arg = a("batch_size", int, batch, "tiles per forward pass")
+    if task == PIXEL:
+        return (
+            padding,
+            batch_arg,
+            a("predict_background", bool, True, "background (0) is a predicted class"),
+            tta,
+            a(
+                "merge_policy",
+                str,
+                "mean",
+                "merging of augmented predictions",
+                choices=MERGE_POLICIES,
+            ),
+            a("return_probability_raster", bool, False, "also write class probabilities"),
+        )
+    if task in (DETECTION, INSTANCE):
+        threshold = 0.9 if task == INSTANCE and raw.get("ModelName") == "MaskRCNN" else 0.5
+        args = [
+            padding,
+            a("threshold", float, threshold, "minimum confidence of a detection (0-1)"),
+            a("nms_overlap", float, 0.1, "IoU above which the weaker of two detections goes"),
+            batch_arg,
+            a("exclude_pad_detections", bool, True, "drop detections cut by a tile edge"),
+            tta,
+        ]
+        if task == INSTANCE:
+            args.append(a("return_bboxes", bool, False, "boxes instead of mask outlines"))
+        return tuple(args)
+    return (
+        batch_arg,
+        a("threshold", float, 0.5, "minimum probability of a label (multi-label models)"),
+        tta,
+    )
+
+
+def resolve_model_arguments(info: ModelInfo, given: dict[str, Any] | None) -> dict[str, Any]:
+    """Check user arguments against the model's and fill in defaults.
+
+    Raises:
+        ParameterError: for an unknown name (listing the valid ones) or a bad value.
+    """
+    values = resolve_arguments("this model", info.arguments, given)
+    for name in ("batch_size",):
+        if name in values and values[name] < 1:
+            raise ParameterError(f"{name} must be at least 1, got {values[name]}", "give 1 or more")
+    if "padding" in values:
+        limit = (min(info.tile_height, info.tile_width) - 1) // 2
+        if not 0 <= values["padding"] <= limit:
+            raise ParameterError(
+                f"padding {values['padding']} does not fit tiles of "
+                f"{info.tile_height} x {info.tile_width} pixels",
+                f"give a padding from 0 to {limit}",
+            )
+    for name in ("threshold", "nms_overlap"):
+        if name in values and not 0.0 <= values[name] <= 1.0:
+            raise ParameterError(f"{name} must be between 0 and 1, got {values[name]}", "")
+    return values
+
+
+class Predictor:
+    """The interface every backend implements.
+
+    Attributes:
+        info: The model as the engine sees it.
+        definition: The model definition it was opened from.
+    """
+
+    info: ModelInfo
+    definition: ModelDefinition
+
+    def predict_pixels(self, tiles: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Class probabilities per pixel.
+
+        Args:
+            tiles: ``(N, bands, H, W)`` raw pixels of every raster band (invalid pixels 0).
+            valid: ``(N, H, W)`` bool, True where the pixel is real data.
+
+        Returns:
+            ``(N, K + 1, H, W)`` float32 probabilities; channel 0 is background (value 0),
+            channel i the i-th class of :attr:`ModelInfo.classes`.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not classify pixels")
+
+    def predict_objects(
+        self, tiles: np.ndarray, valid: np.ndarray, arguments: dict[str, Any]
+    ) -> list[TileDetections]:
+        """Objects per tile, in tile pixel coordinates, with confidence >= ``threshold``."""
+        raise NotImplementedError(f"{type(self).__name__} does not detect objects")
+
+    def classify(self, chips: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(N, K)`` per chip (softmax, or sigmoid per class when
+        multi-label), columns in :attr:`ModelInfo.classes` order."""
+        raise NotImplementedError(f"{type(self).__name__} does not classify objects")
+
+
+def open_predictor(model: str | Path | dict, device: str | None = None) -> Predictor:
+    """Open a model for inference from an ``.emd`` path, a ``.dlpk``, a folder or JSON.
+
+    The backend follows the definition: a custom ``InferenceFunction`` ``.py`` file runs
+    through the Python raster function protocol; a ``ModelFile`` ending ``.onnx`` through
+    onnxruntime; ``.pt``/``.ts`` as TorchScript; anything else is a rasterlearn PyTorch model.
+
+    Args:
+        model: The model definition.
+        device: ``cpu``, ``cuda``, ``cuda:N``; default the GPU when there is one.
+
+    Raises:
+        InputError: for missing or damaged model files.
+    """
+    definition = ModelDefinition.load(model)
+    function = str(definition.get("InferenceFunction") or "")
+    if function.lower().endswith(".py") and not function.startswith("[Functions]"):
+        from rasterlearn.inference.raster_function import RasterFunctionPredictor
+
+        return RasterFunctionPredictor(definition, device)
+    model_file = str(definition.get("ModelFile") or "")
+    suffix = Path(model_file).suffix.lower()
+    if suffix == ".onnx":
+        from rasterlearn.inference.onnx_backend import OnnxPredictor
+
+        return OnnxPredictor(definition, device)
+    if suffix in (".pt", ".ts", ".torchscript"):
+        from rasterlearn.inference.torchscript_backend import TorchScriptPredictor
+
+        return TorchScriptPredictor(definition, device)
+    from rasterlearn.inference.torch_backend import TorchPredictor
+
+    return TorchPredictor(definition, device)
+
+
+def pick_device(device: str | None) -> str:
+    """``cuda`` when a GPU is there and no device is asked for, else ``cpu``.
+
+    Raises:
+        ParameterError: when a GPU is asked for and there is none.
+    """
+    import torch
+
+    if device is None or device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ParameterError(f"device {device} asked for but no GPU is visible", "use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ParameterError(f"unknown device {device!r}", "give cpu, cuda or cuda:N")
+    return device
+
+
+def use_all_cpu_threads() -> None:
+    """Let torch use every core this process may run on."""
+    import torch
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    torch.set_num_threads(max(1, cores))

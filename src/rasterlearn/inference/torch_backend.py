@@ -1,0 +1,124 @@
+"""The PyTorch backend: models trained by rasterlearn, normalised exactly as in training."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+import rasterio.features
+import shapely
+import torch
+
+from rasterlearn.formats.emd import ModelDefinition
+from rasterlearn.inference.predictors import (
+    Predictor,
+    TileDetections,
+    model_info,
+    pick_device,
+    use_all_cpu_threads,
+)
+from rasterlearn.trained_model import load_trained_model
+
+MASK_THRESHOLD = 0.5
+"""Mask probability above which a pixel belongs to an instance."""
+
+MAX_DETECTIONS_PER_TILE = 500
+
+
+class TorchPredictor(Predictor):
+    """A rasterlearn model (``.emd`` + ``.pth``) on the CPU or a GPU.
+
+    Subclasses for other runtimes override :meth:`_forward` only: it takes the normalised
+    batch and returns what the PyTorch model would (logits, or torchvision's detection dicts).
+
+    Args:
+        definition: The model definition.
+        device: ``cpu``, ``cuda`` or ``cuda:N``; default the GPU when there is one.
+    """
+
+    def __init__(self, definition: ModelDefinition, device: str | None = None) -> None:
+        self.definition = definition
+        self.info = model_info(definition)
+        self.device = torch.device(pick_device(device))
+        if self.device.type == "cpu":
+            use_all_cpu_threads()
+        self._load(definition)
+
+    def _load(self, definition: ModelDefinition) -> None:
+        trained = load_trained_model(definition)
+        self.normalizer = trained.normalizer
+        self.model = trained.model.to(self.device)
+        self.multi_label = bool(getattr(self.model, "multi_label", self.info.multi_label))
+
+    def _inputs(self, tiles: np.ndarray, valid: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device)
+        mask = torch.from_numpy(np.ascontiguousarray(valid)).to(self.device)
+        return self.normalizer.normalize(x, extract_bands=self.info.extract_bands, mask=mask)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def _forward(self, x: torch.Tensor) -> Any:
+        with torch.inference_mode(), self._autocast():
+            if self.info.task in ("detection", "instance"):
+                return self.model(list(x))
+            return self.model(x)
+
+    def predict_pixels(self, tiles: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        logits = self._forward(self._inputs(tiles, valid))
+        return torch.as_tensor(logits).float().softmax(dim=1).cpu().numpy()
+
+    def classify(self, chips: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        logits = torch.as_tensor(self._forward(self._inputs(chips, valid))).float()
+        probs = logits.sigmoid() if self.multi_label else logits.softmax(dim=1)
+        return probs.cpu().numpy()
+
+    def predict_objects(
+        self, tiles: np.ndarray, valid: np.ndarray, arguments: dict[str, Any]
+    ) -> list[TileDetections]:
+        threshold = float(arguments.get("threshold", 0.5))
+        self._configure_postprocess(threshold, float(arguments.get("nms_overlap", 0.1)))
+        outputs = self._forward(self._inputs(tiles, valid))
+        values = np.array([value for value, _, _ in self.info.classes], dtype=np.int64)
+        with_masks = self.info.task == "instance" and not arguments.get("return_bboxes", False)
+        return [_detections(out, values, threshold, with_masks) for out in outputs]
+
+    def _configure_postprocess(self, threshold: float, nms_overlap: float) -> None:
+        """Let the model's own post-processing keep what the arguments ask for."""
+        heads = [self.model, getattr(self.model, "roi_heads", None)]
+        for head in (h for h in heads if h is not None):
+            if hasattr(head, "score_thresh"):
+                head.score_thresh = min(float(head.score_thresh), threshold)
+            if hasattr(head, "nms_thresh"):
+                head.nms_thresh = nms_overlap
+            if hasattr(head, "detections_per_img"):
+                head.detections_per_img = MAX_DETECTIONS_PER_TILE
+
+
+def _detections(
+    out: dict[str, torch.Tensor], values: np.ndarray, threshold: float, with_masks: bool
+) -> TileDetections:
+    scores = out["scores"].float().cpu().numpy().astype(np.float64)
+    keep = scores >= threshold
+    boxes = out["boxes"].float().cpu().numpy().astype(np.float64)[keep]
+    labels = out["labels"].cpu().numpy().astype(np.int64)[keep]
+    shapes = None
+    if with_masks and "masks" in out:
+        masks = out["masks"][keep].float().cpu().numpy()
+        shapes = [mask_outline(m[0] > MASK_THRESHOLD) for m in masks]
+    return TileDetections(boxes, scores[keep], values[labels - 1], shapes)
+
+
+def mask_outline(mask: np.ndarray) -> shapely.Geometry | None:
+    """The polygon(s) of a boolean mask in pixel coordinates, or None for an empty mask."""
+    if not mask.any():
+        return None
+    parts = [
+        shapely.geometry.shape(geom)
+        for geom, value in rasterio.features.shapes(mask.astype(np.uint8), mask=mask)
+        if value == 1
+    ]
+    return shapely.union_all(parts) if len(parts) > 1 else parts[0]
