@@ -5,7 +5,14 @@ from typing import Any
 from rasterlearn.export import export_training_data
 from rasterlearn.formats.export_reader import read_export_folder
 
-__all__ = ["export_training_data", "read_export_folder", "train_deep_learning_model"]
+__all__ = [
+    "compute_accuracy_for_object_detection",
+    "compute_pixel_accuracy",
+    "export_training_data",
+    "non_maximum_suppression",
+    "read_export_folder",
+    "train_deep_learning_model",
+]
 __version__ = "0.1.0"
 
 
@@ -15,4 +22,16 @@ def __getattr__(name: str) -> Any:
         from rasterlearn.train import train_deep_learning_model
 
         return train_deep_learning_model
+    if name == "non_maximum_suppression":
+        from rasterlearn.nms_tool import non_maximum_suppression
+
+        return non_maximum_suppression
+    if name == "compute_accuracy_for_object_detection":
+        from rasterlearn.accuracy.detection import compute_accuracy_for_object_detection
+
+        return compute_accuracy_for_object_detection
+    if name == "compute_pixel_accuracy":
+        from rasterlearn.accuracy.pixels import compute_pixel_accuracy
+
+        return compute_pixel_accuracy
     raise AttributeError(f"module 'rasterlearn' has no attribute {name!r}")

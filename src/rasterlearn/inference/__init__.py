@@ -1,0 +1,1 @@
+"""Inference: tiling engine, predictors, merging of tiled predictions, non-maximum suppression."""
