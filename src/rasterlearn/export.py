@@ -3,29 +3,44 @@
 from __future__ import annotations
 
 import math
+import socket
+import threading
+import uuid
 import warnings
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import shapely
 from affine import Affine
+from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import rasterize, shapes
 
-from rasterlearn.errors import InputError, ParameterError, RasterLearnError
+from rasterlearn.distributed import (
+    dask_client,
+    map_blocks_staged,
+    on_every_worker,
+    parse_cluster,
+    worker_threads,
+)
+from rasterlearn.errors import InputError, OutputError, ParameterError, RasterLearnError
 from rasterlearn.formats.chip_images import ChipImageFormat, chip_image_format
 from rasterlearn.formats.chips import (
     ACCUMULATED_STATS_FILE,
     EMD_FILE,
     STATS_FILE,
     ChipGeoref,
+    ChipTally,
     ClassInfo,
     ExportWriter,
     accumulated_stats,
+    chip_tally,
     training_emd,
     write_json,
 )
@@ -39,11 +54,14 @@ from rasterlearn.geo.raster import (
     bounded_gdal_cache,
     open_raster_input,
 )
-from rasterlearn.geo.stats import chip_band_stats
+from rasterlearn.geo.stats import BandStats, chip_band_stats
 from rasterlearn.geo.vector import FeatureSet, load_features, load_mask
 from rasterlearn.outputs import atomic_output
 from rasterlearn.parallel import BoundedSubmitter, default_workers, ordered_map
 from rasterlearn.progress import progress_bar
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 # rasterize() builds in-memory rasters that warn about their (deliberately) missing georeference.
 warnings.filterwarnings("ignore", "Dataset has no geotransform", NotGeoreferencedWarning)
@@ -485,6 +503,8 @@ def export_training_data(
     overwrite: bool = False,
     num_workers: int | None = None,
     progress: bool | None = None,
+    cluster: str | None = None,
+    scheduler: str | None = None,
 ) -> ExportResult:
     """Export Training Data For Deep Learning: cut image chips and labels in ArcGIS's layout.
 
@@ -521,8 +541,12 @@ def export_training_data(
         max_nodata_fraction: Skip chips with a larger fraction of nodata pixels; chips that are
             entirely nodata are always skipped.
         overwrite: Replace an existing output folder.
-        num_workers: Threads to use (default: every core).
+        num_workers: Threads to use (default: every core); without ``cluster``/``scheduler``.
         progress: Show a progress bar (default: on terminals).
+        cluster: ``local:N`` runs the export on a local Dask cluster of N worker processes.
+        scheduler: ``tcp://HOST:PORT`` runs it on a running Dask cluster, whose workers must
+            reach the input raster (same path or URL) and write to the output folder's parent.
+            Either way the output is byte for byte that of a run in this process.
 
     Returns:
         What was written.
@@ -549,6 +573,7 @@ def export_training_data(
         raise ParameterError(f"cell size must be positive, got {cell_size}", "give it in map units")
     if fmt.needs_class_data and in_class_data is None:
         raise ParameterError(f"metadata format {fmt.keyword} needs class data", "give --class-data")
+    parse_cluster(cluster, scheduler)
     settings = ExportSettings(
         fmt=fmt,
         chip_format=chip_image_format(image_chip_format),
@@ -573,7 +598,9 @@ def export_training_data(
         progress=progress,
     )
     with bounded_gdal_cache():
-        return _export(in_raster, out_folder, in_class_data, in_mask_polygons, settings)
+        return _export(
+            in_raster, out_folder, in_class_data, in_mask_polygons, settings, (cluster, scheduler)
+        )
 
 
 def _export(
@@ -582,6 +609,7 @@ def _export(
     in_class_data: str | Path | None,
     in_mask_polygons: str | Path | None,
     s: ExportSettings,
+    where: tuple[str | None, str | None] = (None, None),
 ) -> ExportResult:
     separately = s.processing_mode == "PROCESS_ITEMS_SEPARATELY"
     sources = open_raster_input(in_raster, separately, s.cell_size)
@@ -605,7 +633,7 @@ def _export(
         features, class_source = _load_class_data(in_class_data, first, s)
         mask = load_mask(in_mask_polygons, first.crs) if in_mask_polygons is not None else None
         classes = _class_table(features, class_source)
-        return _run_export(sources, out_folder, s, features, class_source, classes, mask)
+        return _run_export(sources, out_folder, s, features, class_source, classes, mask, where)
     finally:
         for src in sources:
             src.close()
@@ -672,8 +700,8 @@ def _run_export(
     class_source: RasterSource | None,
     classes: list[ClassInfo],
     mask: shapely.Geometry | None,
+    where: tuple[str | None, str | None] = (None, None),
 ) -> ExportResult:
-    workers = default_workers(s.num_workers)
     plans_per_source = []
     skipped: list[RasterLearnError] = []
     for src in sources:
@@ -695,23 +723,23 @@ def _run_export(
     first = sources[0].info
     with (
         atomic_output(out_folder, overwrite=s.overwrite, folder=True) as tmp,
-        ThreadPoolExecutor(workers) as pool,
+        dask_client(*where) as client,
     ):
         writer = ExportWriter(tmp, s.fmt, s.chip_format, classes)
-        submitter = BoundedSubmitter(pool, 2 * workers)
-        index = 0
         with progress_bar("Exporting chips", total, s.progress) as advance:
-            for src, plans in zip(sources, plans_per_source, strict=True):
-                cutter = ChipCutter(src, s, features, class_source)
-                for chip in ordered_map(pool, cutter, plans, 2 * workers):
-                    advance(1)
-                    if chip is None:
-                        continue
-                    georef = ChipGeoref(chip.transform, src.info.crs, src.info.nodata)
-                    submitter.submit(writer.write_chip, index, chip.data, georef, chip.labels)
-                    writer.count_chip(chip.labels, chip.band_stats)
-                    index += 1
-        submitter.wait()
+            if client is None:
+                _write_chips(writer, sources, plans_per_source, s, features, class_source, advance)
+            else:
+                job = _ExportJob(
+                    token=uuid.uuid4().hex,
+                    folder=tmp,
+                    settings=s,
+                    sources=tuple(_SourceSpec.of(src) for src in sources),
+                    features=features,
+                    class_source=_SourceSpec.of(class_source) if class_source else None,
+                    classes=tuple(classes),
+                )
+                _write_chips_distributed(client, writer, job, plans_per_source, advance)
         if writer.num_chips == 0:
             raise InputError(
                 "no chip was written: no tile holds labelled features with enough valid pixels",
@@ -722,6 +750,233 @@ def _run_export(
     return ExportResult(
         Path(out_folder), s.fmt.keyword, writer.num_chips, writer.num_features, classes
     )
+
+
+def _write_chips(
+    writer: ExportWriter,
+    sources: list[RasterSource],
+    plans_per_source: list[list[ChipPlan]],
+    s: ExportSettings,
+    features: FeatureSet | None,
+    class_source: RasterSource | None,
+    advance: Callable[[int], None],
+) -> None:
+    """Cut and write every chip in this process, on a pool of threads."""
+    workers = default_workers(s.num_workers)
+    with ThreadPoolExecutor(workers) as pool:
+        submitter = BoundedSubmitter(pool, 2 * workers)
+        index = 0
+        for src, plans in zip(sources, plans_per_source, strict=True):
+            cutter = ChipCutter(src, s, features, class_source)
+            for chip in ordered_map(pool, cutter, plans, 2 * workers):
+                advance(1)
+                if chip is None:
+                    continue
+                georef = ChipGeoref(chip.transform, src.info.crs, src.info.nodata)
+                submitter.submit(writer.write_chip, index, chip.data, georef, chip.labels)
+                writer.count_chip(chip.labels, chip.band_stats)
+                index += 1
+        submitter.wait()
+
+
+# --- Distributed export -------------------------------------------------------------------
+#
+# The client plans the chips; blocks of consecutive plans go to the workers, which open the
+# rasters themselves (path or URL), cut the chips and send back only what the statistics need.
+# In block order the client numbers each block's chips, and the worker holding them writes them
+# under their final names. The client merges the statistics in plan order, so the folder is
+# byte for byte that of a run in one process.
+
+MAX_CHIPS_PER_BLOCK = 32
+BLOCKS_PER_WORKER_THREAD = 4
+
+
+@dataclass(frozen=True)
+class _SourceSpec:
+    """How a worker opens a raster, and the georeference its chips get."""
+
+    spec: str
+    name: str
+    cell_size: float | None
+    resampling: Resampling
+    crs: CRS | None
+    nodata: float | None
+
+    @classmethod
+    def of(cls, src: RasterSource) -> _SourceSpec:
+        return cls(src.spec, src.name, src.cell_size, src.resampling, src.info.crs, src.info.nodata)
+
+    def open(self) -> RasterSource:
+        return RasterSource(self.spec, self.name, self.cell_size, self.resampling)
+
+
+@dataclass(frozen=True)
+class _ExportJob:
+    """Everything a worker needs, sent to each worker once."""
+
+    token: str
+    folder: Path
+    settings: ExportSettings
+    sources: tuple[_SourceSpec, ...]
+    features: FeatureSet | None
+    class_source: _SourceSpec | None
+    classes: tuple[ClassInfo, ...]
+
+
+@dataclass(frozen=True)
+class _ChipBlock:
+    """Consecutive chip plans of one source."""
+
+    source: int
+    plans: tuple[ChipPlan, ...]
+
+
+@dataclass(frozen=True)
+class _BlockSummary:
+    """What the client needs of a cut block: its size, and per kept chip its statistics."""
+
+    planned: int
+    chips: tuple[tuple[ChipTally | None, list[BandStats]], ...]
+
+
+class _WorkerRasters:
+    """A job's rasters on one worker, opened when a block first needs them."""
+
+    def __init__(self, job: _ExportJob) -> None:
+        self.job = job
+        self.class_source = job.class_source.open() if job.class_source is not None else None
+        self.cutters: dict[int, ChipCutter] = {}
+
+    def cutter(self, source: int) -> ChipCutter:
+        cutter = self.cutters.get(source)
+        if cutter is None:
+            job = self.job
+            raster = job.sources[source].open()
+            cutter = ChipCutter(raster, job.settings, job.features, self.class_source)
+            self.cutters[source] = cutter
+        return cutter
+
+    def close(self) -> None:
+        for cutter in self.cutters.values():
+            cutter.source.close()
+        if self.class_source is not None:
+            self.class_source.close()
+
+
+class _WorkerJobs:
+    """Per worker process: the rasters of the last jobs, kept open for their next blocks."""
+
+    KEEP = 2
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: OrderedDict[str, _WorkerRasters] = OrderedDict()
+
+    def cutter(self, job: _ExportJob, source: int) -> ChipCutter:
+        with self._lock:
+            rasters = self._jobs.get(job.token)
+            if rasters is None:
+                rasters = self._jobs[job.token] = _WorkerRasters(job)
+                while len(self._jobs) > self.KEEP:
+                    self._jobs.popitem(last=False)[1].close()
+            self._jobs.move_to_end(job.token)
+            return rasters.cutter(source)
+
+    def forget(self, token: str) -> None:
+        with self._lock:
+            rasters = self._jobs.pop(token, None)
+        if rasters is not None:
+            rasters.close()
+
+
+_WORKER_JOBS = _WorkerJobs()
+
+
+def _cut_block(
+    block: _ChipBlock, job: _ExportJob
+) -> tuple[_BlockSummary, tuple[int, list[CutChip]]]:
+    """On a worker: cut a block's chips; the kept chips stay there until numbered."""
+    with bounded_gdal_cache():
+        cutter = _WORKER_JOBS.cutter(job, block.source)
+        chips = [chip for chip in map(cutter, block.plans) if chip is not None]
+    kind = job.settings.fmt.labels
+    summary = _BlockSummary(
+        len(block.plans), tuple((chip_tally(kind, c.labels), c.band_stats) for c in chips)
+    )
+    return summary, (block.source, chips)
+
+
+def _write_block(
+    payload: tuple[int, list[CutChip]], first_index: int, job: _ExportJob
+) -> list[tuple[int, str]]:
+    """On a worker: write a block's chips numbered from ``first_index``; their map.txt lines."""
+    source, chips = payload
+    if not job.folder.is_dir():
+        raise OutputError(
+            f"the output folder {job.folder.parent} is not reachable from Dask worker "
+            f"{socket.gethostname()}",
+            "write to a folder every worker shares (a network file system), or use --cluster",
+        )
+    s = job.settings
+    writer = ExportWriter(job.folder, s.fmt, s.chip_format, list(job.classes), create_folders=False)
+    spec = job.sources[source]
+    lines = []
+    for k, chip in enumerate(chips):
+        georef = ChipGeoref(chip.transform, spec.crs, spec.nodata)
+        index = first_index + k
+        lines.append((index, writer.write_chip(index, chip.data, georef, chip.labels)))
+    return lines
+
+
+def _blocks(plans_per_source: list[list[ChipPlan]], size: int) -> list[_ChipBlock]:
+    return [
+        _ChipBlock(source, tuple(plans[i : i + size]))
+        for source, plans in enumerate(plans_per_source)
+        for i in range(0, len(plans), size)
+    ]
+
+
+def _forget_job(token: str) -> None:
+    """On a worker: close the rasters a finished job opened."""
+    _WORKER_JOBS.forget(token)
+
+
+def _write_chips_distributed(
+    client: Client,
+    writer: ExportWriter,
+    job: _ExportJob,
+    plans_per_source: list[list[ChipPlan]],
+    advance: Callable[[int], None],
+) -> None:
+    """Cut and write every chip on the client's workers; statistics merged here in plan order."""
+    total = sum(len(p) for p in plans_per_source)
+    threads = worker_threads(client)
+    size = max(1, min(MAX_CHIPS_PER_BLOCK, -(-total // (BLOCKS_PER_WORKER_THREAD * threads))))
+    next_index = 0
+
+    def number(summary: _BlockSummary) -> int:
+        nonlocal next_index
+        first = next_index
+        next_index += len(summary.chips)
+        return first
+
+    try:
+        for summary, lines in map_blocks_staged(
+            client,
+            _cut_block,
+            _write_block,
+            _blocks(plans_per_source, size),
+            job,
+            decide=number,
+            name="export",
+        ):
+            for tally, band_stats in summary.chips:
+                writer.count_chip(tally, band_stats)
+            for index, line in lines:
+                writer.add_map_line(index, line)
+            advance(summary.planned)
+    finally:
+        on_every_worker(client, _forget_job, job.token)
 
 
 def _write_metadata(

@@ -94,6 +94,48 @@ class ChipGeoref:
     nodata: float | None
 
 
+@dataclass(frozen=True)
+class ChipTally:
+    """What one chip adds to the export statistics, small enough to send between processes.
+
+    Attributes:
+        per_image: Classes (pixel formats) or features in the chip.
+        features: Features added to the total (0 for pixel formats).
+        classes: Per class present: ``(value, items, sizes)``, items being features or pixels
+            and sizes the feature areas (map units) or the pixel count, in label order.
+    """
+
+    per_image: int
+    features: int
+    classes: tuple[tuple[int, int, tuple[float, ...]], ...]
+
+
+def chip_tally(kind: str, labels: ChipLabels) -> ChipTally | None:
+    """Count a chip's labels per class, for a metadata format's label kind (None: no labels)."""
+    if kind == "none":
+        return None
+    if kind == "pixels":
+        values, counts = np.unique(labels.class_raster, return_counts=True)
+        present = {int(v): int(n) for v, n in zip(values, counts, strict=True) if v != 0}
+        return ChipTally(
+            per_image=len(present),
+            features=0,
+            classes=tuple((v, n, (n,)) for v, n in present.items()),
+        )
+    if kind in ("multitile", "folder") or (kind == "tile" and not labels.objects):
+        per_class: dict[int, list[float]] = {v: [] for v in labels.tile_classes}
+    else:
+        per_class = {}
+        for o in labels.objects:
+            per_class.setdefault(o.class_value, []).append(o.area)
+    n_items = sum(len(a) or 1 for a in per_class.values())
+    return ChipTally(
+        per_image=n_items,
+        features=n_items,
+        classes=tuple((v, len(a) or 1, tuple(a)) for v, a in per_class.items()),
+    )
+
+
 class ExportWriter:
     """Writes chips and labels into an export folder and accumulates its statistics.
 
@@ -102,6 +144,8 @@ class ExportWriter:
         fmt: The metadata format.
         image_format: The chip image format.
         classes: The class table, in output order.
+        create_folders: Create the folder and its ``images``/``labels`` subfolders (off for a
+            writer on a cluster worker, which must not recreate a folder removed meanwhile).
     """
 
     def __init__(
@@ -110,6 +154,8 @@ class ExportWriter:
         fmt: MetadataFormat,
         image_format: ChipImageFormat,
         classes: list[ClassInfo],
+        *,
+        create_folders: bool = True,
     ) -> None:
         self.folder = folder
         self.fmt = fmt
@@ -124,17 +170,22 @@ class ExportWriter:
         self.band_stats: list[BandStats] = []
         self.num_chips = 0
         self.num_features = 0
-        (folder / "images").mkdir(parents=True, exist_ok=True)
-        if fmt.labels not in ("none", "folder"):
-            (folder / "labels").mkdir(exist_ok=True)
+        if create_folders:
+            (folder / "images").mkdir(parents=True, exist_ok=True)
+            if fmt.labels not in ("none", "folder"):
+                (folder / "labels").mkdir(exist_ok=True)
 
     def chip_stem(self, index: int) -> str:
         return f"{index:0{CHIP_NAME_DIGITS}d}"
 
     def write_chip(
         self, index: int, data: np.ndarray, georef: ChipGeoref, labels: ChipLabels
-    ) -> None:
-        """Write chip ``index`` and its label files (safe to call from several threads)."""
+    ) -> str:
+        """Write chip ``index`` and its label files (safe to call from several threads).
+
+        Returns:
+            The chip's ``map.txt`` line (also kept for :meth:`write_map`).
+        """
         stem = self.chip_stem(index)
         ext = self.image_format.extension
         image_dir = "images"
@@ -151,14 +202,31 @@ class ExportWriter:
             georef.nodata,
         )
         tokens = [image_rel, *self._write_labels(stem, image_rel, data.shape, georef, labels)]
+        line = map_line(tokens)
         with self._lock:
-            self._map_lines[index] = map_line(tokens)
+            self._map_lines[index] = line
+        return line
 
-    def count_chip(self, labels: ChipLabels, band_stats: list[BandStats]) -> None:
-        """Count a chip in the statistics; call in chip order so that sums are reproducible."""
+    def add_map_line(self, index: int, line: str) -> None:
+        """Record the ``map.txt`` line of chip ``index`` written elsewhere (a cluster worker)."""
+        with self._lock:
+            self._map_lines[index] = line
+
+    def count_chip(
+        self, labels: ChipLabels | ChipTally | None, band_stats: list[BandStats]
+    ) -> None:
+        """Count a chip in the statistics; call in chip order so that sums are reproducible.
+
+        Args:
+            labels: The chip's labels, or their :func:`chip_tally` computed where the chip was
+                (None: a format without labels).
+            band_stats: The chip's per-band statistics.
+        """
         self.num_chips += 1
         self.band_stats = merge_band_stats(self.band_stats, band_stats)
-        self._tally(labels)
+        tally = chip_tally(self.fmt.labels, labels) if isinstance(labels, ChipLabels) else labels
+        if tally is not None:
+            self._add_tally(tally)
 
     def _write_labels(
         self,
@@ -229,36 +297,16 @@ class ExportWriter:
                 cmap[c.value] = c.color
         return cmap
 
-    def _tally(self, labels: ChipLabels) -> None:
-        """Count a chip's labels per class."""
-        kind = self.fmt.labels
-        if kind == "none":
-            return
-        if kind == "pixels":
-            values, counts = np.unique(labels.class_raster, return_counts=True)
-            present = {int(v): int(n) for v, n in zip(values, counts, strict=True) if v != 0}
-            self._per_image.add(len(present))
-            for value, pixels in present.items():
-                tally = self._tallies[self._class_index[value]]
-                tally.images += 1
-                tally.items += pixels
-                tally.sizes.add(pixels)
-            return
-        if kind in ("multitile", "folder") or (kind == "tile" and not labels.objects):
-            per_class = {v: [] for v in labels.tile_classes}
-        else:
-            per_class: dict[int, list[float]] = {}
-            for o in labels.objects:
-                per_class.setdefault(o.class_value, []).append(o.area)
-        n_items = sum(len(a) or 1 for a in per_class.values())
-        self._per_image.add(n_items)
-        self.num_features += n_items
-        for value, areas in per_class.items():
-            tally = self._tallies[self._class_index[value]]
-            tally.images += 1
-            tally.items += len(areas) or 1
-            for area in areas:
-                tally.sizes.add(area)
+    def _add_tally(self, tally: ChipTally) -> None:
+        """Add a chip's per-class counts to the statistics."""
+        self._per_image.add(tally.per_image)
+        self.num_features += tally.features
+        for value, items, sizes in tally.classes:
+            counts = self._tallies[self._class_index[value]]
+            counts.images += 1
+            counts.items += items
+            for size in sizes:
+                counts.sizes.add(size)
 
     def write_map(self) -> None:
         """Write ``map.txt`` in chip order."""

@@ -24,6 +24,36 @@ from rasterlearn.geo.grid import Box
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img", ".jp2", ".png", ".jpg", ".jpeg", ".mrf", ".dat"}
 
+# Object-store URL schemes and the GDAL virtual file systems that read them; http(s):// URLs
+# are read by /vsicurl/. All of them read only the byte ranges needed (HTTP range requests).
+BUCKET_SCHEMES = {"s3://": "/vsis3/", "gs://": "/vsigs/", "az://": "/vsiaz/"}
+NETWORK_VSI = ("/vsicurl/", "/vsis3/", "/vsigs/", "/vsiaz/", "/vsiadls/", "/vsioss/", "/vsiswift/")
+# Defaults for network rasters, unless set in the environment: listing a remote "directory" to
+# find side-car files costs requests (and often fails); a COG needs none.
+NETWORK_GDAL_DEFAULTS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+
+
+def is_network_path(spec: str) -> bool:
+    """Whether GDAL reads ``spec`` over the network (a URL or a network /vsi path)."""
+    return spec.startswith(("http://", "https://", *BUCKET_SCHEMES, *NETWORK_VSI))
+
+
+def gdal_path(spec: str) -> str:
+    """The GDAL path of a path or URL (``https://h/f.tif`` -> ``/vsicurl/https://h/f.tif``)."""
+    if spec.startswith(("http://", "https://")):
+        return "/vsicurl/" + spec
+    for scheme, vsi in BUCKET_SCHEMES.items():
+        if spec.startswith(scheme):
+            return vsi + spec[len(scheme) :]
+    return spec
+
+
+def _network_env(spec: str) -> contextlib.AbstractContextManager:
+    if not spec.startswith(NETWORK_VSI):
+        return contextlib.nullcontext()
+    options = {k: v for k, v in NETWORK_GDAL_DEFAULTS.items() if k not in os.environ}
+    return rasterio.Env(**options) if options else contextlib.nullcontext()
+
 
 @dataclass(frozen=True)
 class RasterInfo:
@@ -122,13 +152,19 @@ class RasterSource:
         _ensure_thread_env()
         stack = contextlib.ExitStack()
         try:
-            ds = stack.enter_context(rasterio.open(self.spec))
+            with _network_env(self.spec):
+                ds = stack.enter_context(rasterio.open(self.spec))
         except (RasterioIOError, OSError) as err:
             stack.close()
-            raise InputError(
-                f"cannot read raster {self.name}: {err}",
-                "check the path and that GDAL can open the file (gdalinfo)",
-            ) from None
+            reason = " ".join(str(err).split())  # GDAL's messages may span lines
+            if self.spec.startswith(NETWORK_VSI):
+                hint = (
+                    "check the URL is right and reachable from here (curl -I URL) and that the "
+                    "server answers HTTP range requests"
+                )
+            else:
+                hint = "check the path and that GDAL can open the file (gdalinfo)"
+            raise InputError(f"cannot read raster {self.name}: {reason}", hint) from None
         if self.cell_size:
             ds = stack.enter_context(_resampled(ds, self.cell_size, self.resampling, self.name))
         with self._lock:
@@ -432,7 +468,7 @@ def open_raster_input(
     """
     text = str(in_raster)
     path = Path(text)
-    is_url = text.startswith(("/vsi", "http://", "https://", "s3://"))
+    is_url = text.startswith("/vsi") or is_network_path(text)
     if not is_url and not path.exists():
         raise InputError(f"input raster {text} does not exist", "check the path")
     if path.is_dir():
@@ -445,8 +481,4 @@ def open_raster_input(
         if separately:
             return [RasterSource(str(p), p.name, cell_size, resampling) for p in rasters]
         return [RasterSource(mosaic_vrt_xml(rasters), f"mosaic of {text}", cell_size, resampling)]
-    if text.startswith(("http://", "https://")):
-        text = "/vsicurl/" + text
-    elif text.startswith("s3://"):
-        text = "/vsis3/" + text[5:]
-    return [RasterSource(text, str(in_raster), cell_size, resampling)]
+    return [RasterSource(gdal_path(text), str(in_raster), cell_size, resampling)]
