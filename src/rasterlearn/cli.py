@@ -130,6 +130,17 @@ def export_training_data_cmd(
     num_workers: Annotated[
         int | None, typer.Option(help="Threads to use (default: every core).")
     ] = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(help="Run on a local Dask cluster of N worker processes: local:N."),
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="Run on a running Dask cluster: its scheduler's tcp://HOST:PORT. Its workers "
+            "must reach the input and the output folder."
+        ),
+    ] = None,
 ) -> None:
     """Export Training Data For Deep Learning: image chips and labels in ArcGIS's layout."""
     result = export_training_data(
@@ -157,6 +168,8 @@ def export_training_data_cmd(
         max_nodata_fraction=max_nodata_fraction,
         overwrite=overwrite,
         num_workers=num_workers,
+        cluster=cluster,
+        scheduler=scheduler,
     )
     out_console.print(
         f"Wrote {result.num_chips} {result.metadata_format} chips"
@@ -324,6 +337,19 @@ def demo_cmd(
 
     for line in run_demo(out_folder, overwrite=overwrite):
         out_console.print(line, highlight=False)
+
+
+from rasterlearn.cli_inference import register as _register_inference  # noqa: E402
+
+_register_inference(app)
+
+from rasterlearn.cli_nms import register as _register_nms  # noqa: E402
+
+_register_nms(app)
+
+from rasterlearn.cli_accuracy import register as _register_accuracy  # noqa: E402
+
+_register_accuracy(app)
 
 
 def main() -> None:

@@ -59,7 +59,8 @@ class ClassifiedRasterWriter:
         width: Columns.
         height: Rows.
         classes: The model's classes.
-        bands: 1 for class values; more for a float32 probability raster (one band a class).
+        probabilities: Write a float32 probability raster (one band a class) instead of
+            class values.
     """
 
     def __init__(

@@ -26,6 +26,10 @@ class Box:
         return self.col + self.width
 
     @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+    @property
     def area(self) -> int:
         return self.height * self.width
 

@@ -331,7 +331,7 @@ def predict_blocks(
     Args:
         job: What to run.
         blocks: Runs of consecutive tiles (see :func:`blocks_of`).
-        on_progress: Called with the number of tiles of the plan finished so far.
+        on_progress: Called with the number of tiles finished since the last call.
         prefetch: Read ahead on a thread.
     """
     source, predictor = open_job(job)
@@ -349,13 +349,17 @@ def predict_blocks(
         raise InputError(
             f"a {task} model cannot run on tiles", "use classify-objects for this model"
         )
+    done = blocks[0][0].index if blocks and blocks[0] else 0
     for batch in batches:
         if task == PIXEL:
             yield from _pixel_results(predictor, batch, args)
         else:
             yield from _detection_results(predictor, batch, args, job.grid)
         if on_progress is not None:
-            on_progress(batch.tiles[-1].index + 1)
+            on_progress(batch.tiles[-1].index + 1 - done)
+            done = batch.tiles[-1].index + 1
+    if on_progress is not None and blocks and blocks[-1]:
+        on_progress(blocks[-1][-1].index + 1 - done)
 
 
 def _pixel_results(predictor: Predictor, batch: _Batch, args: dict[str, Any]) -> list[PixelResult]:
@@ -454,7 +458,7 @@ def run_tiles(
     for block, results in zip(blocks, map_blocks(client, _block_results, blocks, job), strict=True):
         yield from results
         if on_progress is not None:
-            on_progress(block[-1].index + 1)
+            on_progress(len(block))
 
 
 def _block_results(block: list[Tile], job: InferenceJob) -> list[PixelResult | TileDetections]:

@@ -16,10 +16,11 @@ import shapely
 
 from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.formats.emd import ModelDefinition
+from rasterlearn.geo.grid import Box
 from rasterlearn.geo.raster import RasterSource, open_raster_input
 from rasterlearn.geo.vector import load_mask
 from rasterlearn.inference.engine import Grid, InferenceJob, Tile, area_of_extent, plan_tiles
-from rasterlearn.inference.predictors import Predictor, resolve_model_arguments
+from rasterlearn.inference.predictors import Predictor, resolve_model_arguments, tile_shape
 
 PROCESSING_MODES = ("PROCESS_AS_MOSAICKED_IMAGE", "PROCESS_ITEMS_SEPARATELY")
 
@@ -28,12 +29,14 @@ Extent = tuple[float, float, float, float]
 
 @dataclass
 class PreparedRun:
-    """One raster ready to run: the job, its tiles and the opened parts."""
+    """One raster ready to run: the job, its tiles, the opened parts and the processing area
+    (grid pixels)."""
 
     job: InferenceJob
     tiles: list[Tile]
     source: RasterSource
     predictor: Predictor
+    area: Box
 
 
 def model_text(model: str | Path | dict) -> str:
@@ -118,7 +121,8 @@ def prepare_run(
                 f"mask {Path(mask).name} does not overlap raster {source.name}",
                 "give mask polygons over the raster (they are reprojected to its CRS)",
             )
-    tiles = plan_tiles(area, info.tile_height, info.tile_width, values.get("padding", 0))
+    height, width = tile_shape(info, values)
+    tiles = plan_tiles(area, height, width, values.get("padding", 0))
     job = InferenceJob(
         raster=source.spec,
         raster_name=source.name,
@@ -130,7 +134,7 @@ def prepare_run(
         cell_size=cell_size,
         model_version=model_version(model),
     )
-    return PreparedRun(job, tiles, source, predictor)
+    return PreparedRun(job, tiles, source, predictor, area)
 
 
 def _grid_polygon(grid: Grid) -> shapely.Polygon:

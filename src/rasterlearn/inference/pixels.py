@@ -8,6 +8,7 @@ from typing import Any
 
 from rasterlearn.errors import ParameterError
 from rasterlearn.formats.classified_raster import ClassifiedRasterWriter
+from rasterlearn.geo.grid import Box
 from rasterlearn.geo.raster import bounded_gdal_cache
 from rasterlearn.inference.engine import PixelResult, run_tiles
 from rasterlearn.inference.jobs import (
@@ -123,31 +124,27 @@ def _classify_one(
     tiles_per_block = int(job.arguments["batch_size"]) * TILES_PER_BLOCK_BATCHES
     with contextlib.ExitStack() as stack:
         path = stack.enter_context(staged_files(target, overwrite))
+        area = run.area  # the output covers the processing area only
+        transform = grid.window_transform(area)
         writer = ClassifiedRasterWriter(
-            path, grid.transform, grid.crs, grid.width, grid.height, info.classes
+            path, transform, grid.crs, area.width, area.height, info.classes
         )
         stack.callback(writer.close)
         prob_writer = None
         if with_probs:
             prob_path = stack.enter_context(staged_files(prob_target, overwrite))
             prob_writer = ClassifiedRasterWriter(
-                prob_path, grid.transform, grid.crs, grid.width, grid.height, info.classes, True
+                prob_path, transform, grid.crs, area.width, area.height, info.classes, True
             )
             stack.callback(prob_writer.close)
         label = f"Classifying {Path(run.source.name).name}"
         with progress_bar(label, len(run.tiles), progress) as advance:
-            done = 0
-
-            def on_progress(finished: int) -> None:
-                nonlocal done
-                advance(finished - done)
-                done = finished
-
-            for result in run_tiles(job, run.tiles, tiles_per_block, client, on_progress):
+            for result in run_tiles(job, run.tiles, tiles_per_block, client, advance):
                 assert isinstance(result, PixelResult)
-                writer.write(result.box, result.classes)
+                box = Box(result.box.row - area.row, result.box.col - area.col, *result.box.shape)
+                writer.write(box, result.classes)
                 if prob_writer is not None and result.probabilities is not None:
-                    prob_writer.write(result.box, result.probabilities)
+                    prob_writer.write(box, result.probabilities)
         writer.finish(cog)
         if prob_writer is not None:
             prob_writer.finish(cog)

@@ -169,6 +169,11 @@ def inference_arguments(task: str, tile_height: int, raw: dict) -> tuple[ModelAr
     tta = a("test_time_augmentation", bool, False, "predict on flipped/rotated copies and merge")
     padding = a("padding", int, tile_height // 4, "pixels of each tile edge used only as context")
     batch_arg = a("batch_size", int, batch, "tiles per forward pass")
+    variable = (
+        (a("tile_size", int, tile_height, "tile size in pixels (square)"),)
+        if raw.get("SupportsVariableTileSize")
+        else ()
+    )
     if task == PIXEL:
         return (
             padding,
@@ -183,6 +188,7 @@ def inference_arguments(task: str, tile_height: int, raw: dict) -> tuple[ModelAr
                 choices=MERGE_POLICIES,
             ),
             a("return_probability_raster", bool, False, "also write class probabilities"),
+            *variable,
         )
     if task in (DETECTION, INSTANCE):
         threshold = 0.9 if task == INSTANCE and raw.get("ModelName") == "MaskRCNN" else 0.5
@@ -196,7 +202,7 @@ def inference_arguments(task: str, tile_height: int, raw: dict) -> tuple[ModelAr
         ]
         if task == INSTANCE:
             args.append(a("return_bboxes", bool, False, "boxes instead of mask outlines"))
-        return tuple(args)
+        return (*args, *variable)
     return (
         batch_arg,
         a("threshold", float, 0.5, "minimum probability of a label (multi-label models)"),
@@ -214,18 +220,28 @@ def resolve_model_arguments(info: ModelInfo, given: dict[str, Any] | None) -> di
     for name in ("batch_size",):
         if name in values and values[name] < 1:
             raise ParameterError(f"{name} must be at least 1, got {values[name]}", "give 1 or more")
+    height, width = tile_shape(info, values)
+    if "tile_size" in values and not 32 <= values["tile_size"] <= 8192:
+        raise ParameterError(
+            f"tile_size {values['tile_size']} is out of range", "give 32 to 8192 pixels"
+        )
     if "padding" in values:
-        limit = (min(info.tile_height, info.tile_width) - 1) // 2
+        limit = (min(height, width) - 1) // 2
         if not 0 <= values["padding"] <= limit:
             raise ParameterError(
-                f"padding {values['padding']} does not fit tiles of "
-                f"{info.tile_height} x {info.tile_width} pixels",
+                f"padding {values['padding']} does not fit tiles of {height} x {width} pixels",
                 f"give a padding from 0 to {limit}",
             )
     for name in ("threshold", "nms_overlap"):
         if name in values and not 0.0 <= values[name] <= 1.0:
             raise ParameterError(f"{name} must be between 0 and 1, got {values[name]}", "")
     return values
+
+
+def tile_shape(info: ModelInfo, arguments: dict[str, Any]) -> tuple[int, int]:
+    """Rows and columns of the tiles to cut: the model's chip size or ``tile_size``."""
+    size = arguments.get("tile_size")
+    return (int(size), int(size)) if size else (info.tile_height, info.tile_width)
 
 
 class Predictor:

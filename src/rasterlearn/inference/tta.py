@@ -132,3 +132,12 @@ def fuse(found: list[TileDetections], iou: float, runs: int) -> TileDetections:
     return TileDetections(
         np.array(fused_boxes), np.array(fused_scores), np.array(fused_classes, dtype=np.int64)
     )
+
+
+def classify(
+    predictor: Predictor, chips: np.ndarray, valid: np.ndarray, image_space: str
+) -> np.ndarray:
+    """Class probabilities of chips averaged over the transforms."""
+    ts = transforms(image_space, chips.shape[-2], chips.shape[-1])
+    total = sum(predictor.classify(apply(chips, t), apply(valid, t)) for t in ts)
+    return np.asarray(total, dtype=np.float32) / len(ts)

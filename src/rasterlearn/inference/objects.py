@@ -1,0 +1,184 @@
+"""Detect Objects Using Deep Learning: polygons with ``Class`` and ``Confidence`` from a detector.
+
+Tiles overlap by twice the padding; each detection is kept only by the tile that owns its
+box centre, boxes cut by a tile edge are dropped (``exclude_pad_detections``), and a final
+non-maximum suppression over the whole raster (a spatial grid, not all pairs) removes what
+is left of duplicates at tile borders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+
+from rasterlearn.errors import ParameterError
+from rasterlearn.geo.raster import bounded_gdal_cache
+from rasterlearn.geo.vector import vector_driver, write_vector
+from rasterlearn.inference.engine import Grid, run_tiles
+from rasterlearn.inference.jobs import (
+    Extent,
+    PreparedRun,
+    cluster_client,
+    model_text,
+    open_inputs,
+    prepare_run,
+)
+from rasterlearn.inference.nms import nms_boxes, nms_polygons
+from rasterlearn.inference.predictors import DETECTION, INSTANCE, TileDetections, open_predictor
+from rasterlearn.progress import progress_bar
+
+TILES_PER_BLOCK_BATCHES = 4
+"""A block (the unit of work of a cluster worker) is this many batches of tiles."""
+
+
+def detect_objects(
+    in_raster: str | Path,
+    out_detected_objects: str | Path,
+    in_model_definition: str | Path | dict,
+    arguments: dict[str, Any] | None = None,
+    run_nms: bool = False,
+    confidence_score_field: str = "Confidence",
+    class_value_field: str = "Class",
+    max_overlap_ratio: float = 0.0,
+    processing_mode: str = "PROCESS_AS_MOSAICKED_IMAGE",
+    processing_extent: Extent | None = None,
+    mask: str | Path | None = None,
+    cell_size: float | None = None,
+    device: str | None = None,
+    cluster: str | None = None,
+    scheduler: str | None = None,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> Path:
+    """Find objects in a raster of any size with an object detection or instance model.
+
+    Args:
+        in_raster: Raster, VRT, URL or folder of rasters.
+        out_detected_objects: Output features (``.gpkg``, ``.shp``, ``.geojson``, ``.fgb``,
+            ``.parquet``): polygons in the raster's CRS (boxes, or mask outlines for instance
+            segmentation models).
+        in_model_definition: ``.emd`` path, ``.dlpk`` or the emd's JSON text.
+        arguments: Model arguments (``padding``, ``threshold``, ``nms_overlap``,
+            ``batch_size``, ``exclude_pad_detections``, ``test_time_augmentation``,
+            ``return_bboxes``).
+        run_nms: Also remove overlapping detections by polygon overlap (ArcGIS's ``NMS``).
+        confidence_score_field: Name of the confidence field (0-100).
+        class_value_field: Name of the class name field.
+        max_overlap_ratio: With ``run_nms``: the IoU above which the less confident of two
+            detections of a class is removed.
+        processing_mode: ``PROCESS_AS_MOSAICKED_IMAGE`` or ``PROCESS_ITEMS_SEPARATELY``
+            (each raster of a folder on its own; an ``Image`` field names it).
+        processing_extent: ``(xmin, ymin, xmax, ymax)`` in the raster's CRS.
+        mask: Polygons outside which nothing is detected.
+        cell_size: Detect on a grid of this cell size (map units).
+        device: ``cpu``, ``cuda`` or ``cuda:N``; default the GPU when there is one.
+        cluster: ``local:N`` to run on a local Dask cluster of N workers.
+        scheduler: ``tcp://host:port`` of a running Dask scheduler.
+        overwrite: Replace an existing output.
+        progress: Show a progress bar (default: on terminals).
+
+    Returns:
+        The output path.
+
+    Raises:
+        RasterLearnError: for anything the user can fix, before any output is written.
+    """
+    vector_driver(out_detected_objects)
+    if not 0.0 <= max_overlap_ratio <= 1.0:
+        raise ParameterError(
+            f"max_overlap_ratio must be between 0 and 1, got {max_overlap_ratio}", ""
+        )
+    if not confidence_score_field or not class_value_field:
+        raise ParameterError("the confidence and class field names must not be empty", "")
+    model = model_text(in_model_definition)
+    predictor = open_predictor(model, device)
+    if predictor.info.task not in (DETECTION, INSTANCE):
+        raise ParameterError(
+            f"the model is a {predictor.info.task} model, not an object detector",
+            "use classify-pixels or classify-objects with this model",
+        )
+    separately = str(processing_mode).upper() == "PROCESS_ITEMS_SEPARATELY"
+    runs = [
+        prepare_run(s, predictor, model, arguments, processing_extent, mask, cell_size, device)
+        for s in open_inputs(in_raster, processing_mode)
+    ]
+    frames = []
+    with cluster_client(cluster, scheduler) as client, bounded_gdal_cache():
+        for run in runs:
+            frame = _detect_one(run, client, progress)
+            if separately:
+                frame.insert(0, "Image", Path(run.source.name).name)
+            frames.append(frame)
+    result = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    if run_nms and len(result):
+        keep = nms_polygons(
+            result.geometry.values,
+            result["Confidence"].to_numpy(),
+            max_overlap_ratio,
+            classes=result["Class"].to_numpy(),
+        )
+        result = result.iloc[keep].reset_index(drop=True)
+    result = result.rename(
+        columns={"Class": class_value_field, "Confidence": confidence_score_field}
+    )
+    return write_vector(result, out_detected_objects, overwrite)
+
+
+def _detect_one(run: PreparedRun, client: Any, progress: bool | None) -> gpd.GeoDataFrame:
+    job, info = run.job, run.predictor.info
+    tiles_per_block = int(job.arguments["batch_size"]) * TILES_PER_BLOCK_BATCHES
+    found: list[TileDetections] = []
+    with progress_bar(
+        f"Detecting in {Path(run.source.name).name}", len(run.tiles), progress
+    ) as advance:
+        for result in run_tiles(job, run.tiles, tiles_per_block, client, advance):
+            assert isinstance(result, TileDetections)
+            if len(result):
+                found.append(result)
+    merged = _merge(found)
+    keep = nms_boxes(
+        merged.boxes, merged.scores, float(job.arguments["nms_overlap"]), merged.classes
+    )
+    merged = merged.subset(keep)
+    names = info.class_names
+    return gpd.GeoDataFrame(
+        {
+            "Class": [names.get(int(v), str(v)) for v in merged.classes],
+            "Confidence": merged.scores * 100.0,
+        },
+        geometry=_map_geometries(merged, job.grid),
+        crs=job.grid.crs,
+    )
+
+
+def _merge(found: list[TileDetections]) -> TileDetections:
+    if not found:
+        return TileDetections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64), [])
+    shapes: list[shapely.Geometry | None] = []
+    for d in found:
+        shapes.extend(d.shapes if d.shapes is not None else [None] * len(d))
+    return TileDetections(
+        np.concatenate([d.boxes for d in found]),
+        np.concatenate([d.scores for d in found]),
+        np.concatenate([d.classes for d in found]),
+        shapes,
+    )
+
+
+def _map_geometries(dets: TileDetections, grid: Grid) -> np.ndarray:
+    """Polygons in map coordinates: the outline where there is one, else the box."""
+    boxes = shapely.box(*dets.boxes.T) if len(dets) else np.array([], dtype=object)
+    shapes = dets.shapes or [None] * len(dets)
+    geoms = np.array([s if s is not None else b for s, b in zip(shapes, boxes, strict=True)])
+    a, b, c, d, e, f = grid.transform[:6]
+    return shapely.transform(
+        geoms,
+        lambda xy: np.column_stack(
+            [a * xy[:, 0] + b * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f]
+        ),
+    )
