@@ -19,13 +19,14 @@ class TrainedModels:
     scene: SyntheticScene
     unet: Path
     fcos: Path
+    classifier: Path
 
 
 def train_models(root: Path) -> TrainedModels:
     """Export a 384 x 384 px scene in 64 px chips and train a UNET and an FCOS detector."""
     scene = make_scene(root / "scene", width=384, height=384, seed=11, cell=48)
     exports = {}
-    for fmt in ("Classified_Tiles", "PASCAL_VOC_rectangles"):
+    for fmt in ("Classified_Tiles", "PASCAL_VOC_rectangles", "Labeled_Tiles"):
         exports[fmt] = root / fmt
         export_training_data(
             scene.raster_path,
@@ -39,14 +40,30 @@ def train_models(root: Path) -> TrainedModels:
         )
     common = {"batch_size": 16, "backbone_model": "resnet18", "seed": 3, "stop_training": False}
     unet = train_deep_learning_model(
-        exports["Classified_Tiles"], root / "unet", max_epochs=4, model_type="UNET",
-        learning_rate=2e-3, **common,
+        exports["Classified_Tiles"],
+        root / "unet",
+        max_epochs=3,
+        model_type="UNET",
+        learning_rate=2e-3,
+        **common,
     )
     fcos = train_deep_learning_model(
-        exports["PASCAL_VOC_rectangles"], root / "fcos", max_epochs=8, model_type="FCOS",
-        learning_rate=2e-3, **common,
+        exports["PASCAL_VOC_rectangles"],
+        root / "fcos",
+        max_epochs=8,
+        model_type="FCOS",
+        learning_rate=2e-3,
+        **common,
     )
-    return TrainedModels(scene, unet.emd, fcos.emd)
+    classifier = train_deep_learning_model(
+        exports["Labeled_Tiles"],
+        root / "classifier",
+        max_epochs=4,
+        model_type="FEATURE_CLASSIFIER",
+        learning_rate=2e-3,
+        **{**common, "batch_size": 8},
+    )
+    return TrainedModels(scene, unet.emd, fcos.emd, classifier.emd)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,15 +126,9 @@ def _feature_chips(
         if geom is None or geom.is_empty:
             chips.append(None)
             continue
-        pixel = shapely.transform(geom, lambda xy, inv=inverse: np.column_stack(inv @ xy.T))
-        x0, y0, x1, y1 = pixel.bounds
-        bbox = Box(int(np.floor(y0)), int(np.floor(x0)), 0, 0)
-        bbox = Box(
-            bbox.row,
-            bbox.col,
-            max(1, int(np.ceil(y1)) - bbox.row),
-            max(1, int(np.ceil(x1)) - bbox.col),
-        )
+        x0, y0, x1, y1 = shapely.affinity.affine_transform(geom, inverse).bounds
+        r0, c0 = math.floor(y0), math.floor(x0)
+        bbox = Box(r0, c0, max(1, math.ceil(y1) - r0), max(1, math.ceil(x1) - c0))
         box = bbox.centered(info.tile_height, info.tile_width) if info.crop_size_fixed else bbox
         if raster.bounds_box.intersection(box) is None:
             chips.append(None)  # outside the raster: no label
