@@ -393,3 +393,24 @@ def test_a_killed_run_leaves_nothing_that_looks_finished(models, tmp_path):
     assert not out.exists()
     assert not (tmp_path / "big.tif.aux.xml").exists()
     assert all(p.name.startswith(".") or p.name == "big" for p in tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------- Dask
+
+
+def test_cluster_output_equals_single_process_output(models, tmp_path):
+    raster = models.scene.raster_path
+    args = {"batch_size": 2}  # several blocks on 2 workers
+    one = classify_pixels(raster, tmp_path / "one.tif", models.unet, args)[0]
+    many = classify_pixels(raster, tmp_path / "many.tif", models.unet, args, cluster="local:2")[0]
+    assert one.read_bytes() == many.read_bytes()
+    assert (tmp_path / "one.tif.aux.xml").read_bytes() == (
+        tmp_path / "many.tif.aux.xml"
+    ).read_bytes()
+    a = gpd.read_file(detect_objects(raster, tmp_path / "one.gpkg", models.fcos, args))
+    b = gpd.read_file(
+        detect_objects(raster, tmp_path / "many.gpkg", models.fcos, args, cluster="local:2")
+    )
+    assert len(a) > 0
+    assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
+    assert all(x.equals_exact(y, 0) for x, y in zip(a.geometry, b.geometry, strict=True))

@@ -333,9 +333,13 @@ def pick_device(device: str | None) -> str:
 
 
 def use_all_cpu_threads() -> None:
-    """Let torch use every core this process may run on."""
+    """Let torch use every core this process may run on, or ``OMP_NUM_THREADS`` when set
+    (Dask sets it for its worker processes so that workers do not oversubscribe cores)."""
     import torch
 
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
+        return
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
