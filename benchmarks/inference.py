@@ -50,7 +50,7 @@ print(json.dumps({"import_rss_mb": before, "peak_rss_mb": peak_mb()}))
 
 
 def train_models(root: Path, chip: int) -> dict[str, Path]:
-    scene = make_scene(root / "train-scene", width=512, height=512, seed=4)
+    scene = make_scene(root / "train-scene", width=768, height=768, seed=4)
     models = {}
     for fmt, model_type in (("Classified_Tiles", "UNET"), ("PASCAL_VOC_rectangles", "FCOS")):
         export_training_data(
@@ -60,8 +60,8 @@ def train_models(root: Path, chip: int) -> dict[str, Path]:
             metadata_format=fmt,
             tile_size_x=chip,
             tile_size_y=chip,
-            stride_x=chip,
-            stride_y=chip,
+            stride_x=chip // 2,
+            stride_y=chip // 2,
         )
         result = train_deep_learning_model(
             root / fmt,

@@ -6,14 +6,23 @@ from rasterlearn.export import export_training_data
 from rasterlearn.formats.export_reader import read_export_folder
 
 __all__ = [
+    "classify_objects",
+    "classify_pixels",
     "compute_accuracy_for_object_detection",
     "compute_pixel_accuracy",
+    "detect_objects",
     "export_training_data",
     "non_maximum_suppression",
     "read_export_folder",
     "train_deep_learning_model",
 ]
 __version__ = "0.1.0"
+
+_INFERENCE_TOOLS = {
+    "classify_pixels": "rasterlearn.inference.pixels",
+    "detect_objects": "rasterlearn.inference.objects",
+    "classify_objects": "rasterlearn.inference.classify_objects",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -34,4 +43,8 @@ def __getattr__(name: str) -> Any:
         from rasterlearn.accuracy.pixels import compute_pixel_accuracy
 
         return compute_pixel_accuracy
+    if name in _INFERENCE_TOOLS:
+        import importlib
+
+        return getattr(importlib.import_module(_INFERENCE_TOOLS[name]), name)
     raise AttributeError(f"module 'rasterlearn' has no attribute {name!r}")
