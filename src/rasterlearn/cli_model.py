@@ -186,3 +186,34 @@ def edit_cmd(
             shown = info.properties.get(key)
             typer.echo(f"{key}: {json.dumps(shown) if isinstance(shown, dict) else shown}")
     typer.echo(f"Updated {info.path}")
+
+
+@model_app.command("export")
+@_user_errors
+def export_cmd(
+    model: Annotated[
+        str, typer.Argument(help="The model to export: an .emd, a .dlpk or a model folder.")
+    ],
+    format: Annotated[
+        str, typer.Option("--format", help="Export format: onnx or torchscript.")
+    ] = "onnx",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="The model folder to write (default <name>_<format> beside the model)."
+        ),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+) -> None:
+    """Export a rasterlearn model to ONNX or TorchScript, checked against the PyTorch model.
+
+    Writes a new model folder (<name>.emd, <name>.onnx or <name>.pt, <name>.dlpk) that every
+    inference tool opens like the original.
+    """
+    from rasterlearn.inference.export_model import export_model
+
+    result = export_model(model, format, out, overwrite=overwrite)
+    typer.echo(
+        f"Wrote {result.folder}: {result.model_file.name}, {result.emd.name}, {result.dlpk.name} "
+        f"(largest difference to the PyTorch model {result.max_difference:.2g})"
+    )

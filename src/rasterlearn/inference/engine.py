@@ -336,6 +336,7 @@ def predict_blocks(
     """
     source, predictor = open_job(job)
     args = job.arguments
+    predictor.configure(args)
     mask = shapely.from_wkb(job.mask_wkb) if job.mask_wkb else None
     batches: Iterator[_Batch] = (
         batch

@@ -56,7 +56,8 @@ def model_version(model: str) -> str:
         files = [definition.resolve("ModelFile")] if definition.get("ModelFile") else []
     else:
         path = Path(model)
-        files = [path, *path.parent.glob("*.pth")] if path.is_file() else [path]
+        model_files = ("*.pth", "*.onnx", "*.pt", "*.ts", "*.py")
+        files = [path, *(f for g in model_files for f in sorted(path.parent.glob(g)))]
     stamps = []
     for f in files:
         try:

@@ -255,6 +255,10 @@ class Predictor:
     info: ModelInfo
     definition: ModelDefinition
 
+    def configure(self, arguments: dict[str, Any]) -> None:
+        """Take the run's resolved model arguments before the first prediction (backends
+        whose model reads its own arguments, such as Python raster functions, override it)."""
+
     def predict_pixels(self, tiles: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """Class probabilities per pixel.
 
