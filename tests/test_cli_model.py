@@ -167,3 +167,18 @@ def test_errors_are_one_line_with_exit_code_2(app: typer.Typer, folder: Path) ->
     assert_one_line_error(
         *run(app, "model", "edit", broken, "--summary", "x"), "not a readable .dlpk"
     )
+
+
+def test_info_lists_the_inference_arguments(app: typer.Typer, tmp_path: Path) -> None:
+    builtin = {**EMD, "InferenceFunction": "[Functions]System\\DeepLearning\\ArcGISLearn\\X.py"}
+    code, out, err = run(app, "model", "info", json.dumps(builtin))
+    assert code == 0, err
+    lines = out.splitlines()
+    start = lines.index("inference arguments (--arg NAME=VALUE):")
+    listed = {line.split()[0]: line.split()[2] for line in lines[start + 1 :]}
+    # ArcGIS's defaults: padding = ImageHeight // 4, threshold 0.5, nms_overlap 0.1
+    assert listed["padding"] == "104"
+    assert listed["threshold"] == "0.5" and listed["nms_overlap"] == "0.1"
+    assert listed["exclude_pad_detections"] == "true"
+    code, out, _ = run(app, "model", "info", json.dumps(EMD))
+    assert "declared by the custom inference function ArcGISObjectDetector.py" in out

@@ -138,6 +138,30 @@ def info_cmd(
         md = ModelDefinition.load(model)
     for line in _describe(md, package):
         typer.echo(line)
+    for line in _inference_arguments(md):
+        typer.echo(line)
+
+
+def _inference_arguments(md: ModelDefinition) -> list[str]:
+    """The model arguments the inference tools take for this model, with their defaults."""
+    from rasterlearn.errors import RasterLearnError
+    from rasterlearn.inference.predictors import model_info
+
+    function = str(md.get("InferenceFunction") or "")
+    if function.lower().endswith(".py") and not function.startswith("[Functions]"):
+        return [
+            f"inference arguments: declared by the custom inference function {function} "
+            "(its getParameterInfo); pass them with --arg NAME=VALUE"
+        ]
+    try:
+        arguments = model_info(md).arguments
+    except RasterLearnError:
+        return []
+    lines = ["inference arguments (--arg NAME=VALUE):"]
+    for a in arguments:
+        default = str(a.default).lower() if isinstance(a.default, bool) else a.default
+        lines.append(f"  {a.name} = {default}  {a.doc}")
+    return lines
 
 
 @model_app.command("package")
