@@ -202,6 +202,11 @@ def _open_model(model: str, device: str | None, version: str) -> Predictor:
     return open_predictor(model, device)
 
 
+def cached_predictor(model: str, device: str | None, version: str) -> Predictor:
+    """The predictor of a model, opened once per process for a given version of its files."""
+    return _open_model(model, device, version)
+
+
 def open_job(job: InferenceJob) -> tuple[RasterSource, Predictor]:
     """The raster and predictor of a job, opened once per process and kept for the next."""
     source = _open_raster(job.raster, job.raster_name, job.cell_size)

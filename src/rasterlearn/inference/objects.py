@@ -19,17 +19,18 @@ import shapely
 from rasterlearn.errors import ParameterError
 from rasterlearn.geo.raster import bounded_gdal_cache
 from rasterlearn.geo.vector import vector_driver, write_vector
-from rasterlearn.inference.engine import Grid, run_tiles
+from rasterlearn.inference.engine import Grid, cached_predictor, run_tiles
 from rasterlearn.inference.jobs import (
     Extent,
     PreparedRun,
     cluster_client,
     model_text,
+    model_version,
     open_inputs,
     prepare_run,
 )
 from rasterlearn.inference.nms import nms_boxes, nms_polygons
-from rasterlearn.inference.predictors import DETECTION, INSTANCE, TileDetections, open_predictor
+from rasterlearn.inference.predictors import DETECTION, INSTANCE, TileDetections
 from rasterlearn.progress import progress_bar
 
 TILES_PER_BLOCK_BATCHES = 4
@@ -96,7 +97,7 @@ def detect_objects(
     if not confidence_score_field or not class_value_field:
         raise ParameterError("the confidence and class field names must not be empty", "")
     model = model_text(in_model_definition)
-    predictor = open_predictor(model, device)
+    predictor = cached_predictor(model, device, model_version(model))
     if predictor.info.task not in (DETECTION, INSTANCE):
         raise ParameterError(
             f"the model is a {predictor.info.task} model, not an object detector",

@@ -10,16 +10,17 @@ from rasterlearn.errors import ParameterError
 from rasterlearn.formats.classified_raster import ClassifiedRasterWriter
 from rasterlearn.geo.grid import Box
 from rasterlearn.geo.raster import bounded_gdal_cache
-from rasterlearn.inference.engine import PixelResult, run_tiles
+from rasterlearn.inference.engine import PixelResult, cached_predictor, run_tiles
 from rasterlearn.inference.jobs import (
     Extent,
     PreparedRun,
     cluster_client,
     model_text,
+    model_version,
     open_inputs,
     prepare_run,
 )
-from rasterlearn.inference.predictors import PIXEL, open_predictor
+from rasterlearn.inference.predictors import PIXEL
 from rasterlearn.outputs import staged_files
 from rasterlearn.progress import progress_bar
 
@@ -77,7 +78,7 @@ def classify_pixels(
         RasterLearnError: for anything the user can fix, before any output is written.
     """
     model = model_text(in_model_definition)
-    predictor = open_predictor(model, device)
+    predictor = cached_predictor(model, device, model_version(model))
     if predictor.info.task != PIXEL:
         raise ParameterError(
             f"the model is a {predictor.info.task} model, not a pixel classifier",
