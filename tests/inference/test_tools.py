@@ -414,3 +414,72 @@ def test_cluster_output_equals_single_process_output(models, tmp_path):
     assert len(a) > 0
     assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
     assert all(x.equals_exact(y, 0) for x, y in zip(a.geometry, b.geometry, strict=True))
+
+
+def test_pixel_space_model_on_an_image_without_georeference(models, tmp_path):
+    plain = tmp_path / "plain.tif"
+    with rasterio.open(models.scene.raster_path) as src:
+        data, profile = src.read(), src.profile
+    profile.pop("crs")
+    profile["transform"] = rasterio.Affine.identity()
+    with rasterio.open(plain, "w", **profile) as dst:
+        dst.write(data)
+    content = json.loads(models.unet.read_text())
+    content.update(ImageSpaceUsed="PIXEL_SPACE", ModelFile=str(models.unet.with_suffix(".pth")))
+    out = classify_pixels(plain, tmp_path / "c.tif", json.dumps(content))[0]
+    georef = classify_pixels(models.scene.raster_path, tmp_path / "g.tif", models.unet)[0]
+    with rasterio.open(out) as src:
+        assert src.crs is None and src.transform == rasterio.Affine.identity()
+    assert np.array_equal(read_band(out), read_band(georef))
+    found = detect_objects(
+        plain,
+        tmp_path / "d.gpkg",
+        json.dumps(
+            {
+                **json.loads(models.fcos.read_text()),
+                "ImageSpaceUsed": "PIXEL_SPACE",
+                "ModelFile": str(models.fcos.with_suffix(".pth")),
+            }
+        ),
+    )
+    boxes = gpd.read_file(found).total_bounds
+    assert boxes[0] >= 0 and boxes[2] <= 384 and boxes[1] >= 0 and boxes[3] <= 384
+
+
+def test_a_folder_item_by_item(models, tmp_path):
+    folder = tmp_path / "items"
+    folder.mkdir()
+    with rasterio.open(models.scene.raster_path) as src:
+        profile = src.profile
+        for name, window in (("a", ((0, 192), (0, 192))), ("b", ((192, 384), (96, 384)))):
+            w = rasterio.windows.Window.from_slices(*window)
+            with rasterio.open(
+                folder / f"{name}.tif",
+                "w",
+                **{
+                    **profile,
+                    "width": w.width,
+                    "height": w.height,
+                    "transform": src.window_transform(w),
+                },
+            ) as dst:
+                dst.write(src.read(window=w))
+    outs = classify_pixels(
+        folder,
+        tmp_path / "unused.tif",
+        models.unet,
+        processing_mode="PROCESS_ITEMS_SEPARATELY",
+        out_classified_folder=tmp_path / "out",
+    )
+    assert [p.name for p in outs] == ["a.tif", "b.tif"]
+    assert read_band(outs[1]).shape == (192, 288)
+    with pytest.raises(ParameterError, match="output folder"):
+        classify_pixels(
+            folder, tmp_path / "x.tif", models.unet, processing_mode="PROCESS_ITEMS_SEPARATELY"
+        )
+    found = gpd.read_file(
+        detect_objects(
+            folder, tmp_path / "d.gpkg", models.fcos, processing_mode="PROCESS_ITEMS_SEPARATELY"
+        )
+    )
+    assert set(found["Image"]) <= {"a.tif", "b.tif"} and len(found) > 0

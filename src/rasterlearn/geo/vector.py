@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -233,7 +234,14 @@ def write_vector(
             frame.to_parquet(written)
         else:
             options = {"VERSION": "1.3"} if driver == "GPKG" else None
-            pyogrio.write_dataframe(
-                frame, written, driver=driver, layer=layer or written.stem, dataset_options=options
-            )
+            with warnings.catch_warnings():
+                # features in pixel space have no CRS, and that is right
+                warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
+                pyogrio.write_dataframe(
+                    frame,
+                    written,
+                    driver=driver,
+                    layer=layer or written.stem,
+                    dataset_options=options,
+                )
     return Path(path)
