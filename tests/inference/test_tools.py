@@ -370,7 +370,7 @@ def test_a_killed_run_leaves_nothing_that_looks_finished(models, tmp_path):
     # a larger raster so that the run lasts long enough to be killed halfway
     from rasterlearn.synthetic import make_scene
 
-    scene = make_scene(tmp_path / "big", width=1536, height=1536, seed=3)
+    scene = make_scene(tmp_path / "big", width=1024, height=1024, seed=3)
     cmd = [
         sys.executable,
         "-m",
