@@ -7,26 +7,12 @@ command runs, so the CLI starts quickly.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _user_errors(fn: F) -> F:
-    """:func:`rasterlearn.cli.user_errors` (one-line errors, exit 2), imported at call time."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from rasterlearn.cli import user_errors
-
-        return user_errors(fn)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
+from rasterlearn.cli_errors import user_errors
 
 
 def _cell(value: Any) -> str:
@@ -157,5 +143,5 @@ def compute_pixel_accuracy_cmd(
 
 def register(app: typer.Typer) -> None:
     """Add ``compute-accuracy`` and ``compute-pixel-accuracy`` to ``app``."""
-    app.command("compute-accuracy")(_user_errors(compute_accuracy_cmd))
-    app.command("compute-pixel-accuracy")(_user_errors(compute_pixel_accuracy_cmd))
+    app.command("compute-accuracy")(user_errors(compute_accuracy_cmd))
+    app.command("compute-pixel-accuracy")(user_errors(compute_pixel_accuracy_cmd))

@@ -6,18 +6,13 @@ function of the same name in :mod:`rasterlearn.inference`.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from rasterlearn.cli_errors import out_console, user_errors
 from rasterlearn.errors import ParameterError
-
-F = TypeVar("F", bound=Callable[..., Any])
-out_console = Console()
 
 PROCESSING_MODE_HELP = "PROCESS_AS_MOSAICKED_IMAGE or PROCESS_ITEMS_SEPARATELY (a folder)."
 
@@ -61,18 +56,6 @@ def key_values(items: list[str] | None, example: str) -> dict[str, str]:
             raise ParameterError(f"model argument '{item}' is not NAME=VALUE", f"e.g. {example}")
         values[name.strip()] = value.strip()
     return values
-
-
-def _user_errors(fn: F) -> F:
-    """:func:`rasterlearn.cli.user_errors`, imported when the command runs."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from rasterlearn.cli import user_errors
-
-        return user_errors(fn)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def classify_pixels_cmd(
@@ -196,6 +179,6 @@ def classify_objects_cmd(
 
 def register(app: typer.Typer) -> None:
     """Add the inference commands to the ``rasterlearn`` app."""
-    app.command("classify-pixels")(_user_errors(classify_pixels_cmd))
-    app.command("detect-objects")(_user_errors(detect_objects_cmd))
-    app.command("classify-objects")(_user_errors(classify_objects_cmd))
+    app.command("classify-pixels")(user_errors(classify_pixels_cmd))
+    app.command("detect-objects")(user_errors(detect_objects_cmd))
+    app.command("classify-objects")(user_errors(classify_objects_cmd))

@@ -7,14 +7,13 @@ module does not import ``cli.py`` when it is imported (that would be circular): 
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
+from rasterlearn.cli_errors import user_errors
 from rasterlearn.formats.dlpk import DlpkInfo, create_dlpk, edit_dlpk, inspect_dlpk
 from rasterlearn.formats.emd import PRO_FUNCTIONS_PREFIX, ModelConfigurationSpec, ModelDefinition
 
@@ -24,20 +23,6 @@ model_app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _user_errors(fn: F) -> F:
-    """:func:`rasterlearn.cli.user_errors` (one-line errors, exit 2), imported at call time."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from rasterlearn.cli import user_errors
-
-        return user_errors(fn)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _size(num_bytes: int) -> str:
@@ -123,7 +108,7 @@ def _describe(md: ModelDefinition, package: DlpkInfo | None) -> list[str]:
 
 
 @model_app.command("info")
-@_user_errors
+@user_errors
 def info_cmd(
     model: Annotated[
         str, typer.Argument(help="An .emd, a .dlpk, a model folder, or the emd's JSON text.")
@@ -165,7 +150,7 @@ def _inference_arguments(md: ModelDefinition) -> list[str]:
 
 
 @model_app.command("package")
-@_user_errors
+@user_errors
 def package_cmd(
     model_folder: Annotated[Path, typer.Argument(help="The folder holding <name>.emd.")],
     out: Annotated[
@@ -182,7 +167,7 @@ def package_cmd(
 
 
 @model_app.command("edit")
-@_user_errors
+@user_errors
 def edit_cmd(
     dlpk: Annotated[Path, typer.Argument(help="The .dlpk to edit in place.")],
     framework: Annotated[
@@ -213,7 +198,7 @@ def edit_cmd(
 
 
 @model_app.command("export")
-@_user_errors
+@user_errors
 def export_cmd(
     model: Annotated[
         str, typer.Argument(help="The model to export: an .emd, a .dlpk or a model folder.")

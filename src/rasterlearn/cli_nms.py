@@ -44,7 +44,7 @@ def nms_cmd(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
     """Non Maximum Suppression: keep the most confident of overlapping polygons."""
-    from rasterlearn.cli import err_console, out_console, user_errors
+    from rasterlearn.cli_errors import err_console, out_console, user_errors
     from rasterlearn.nms_tool import run_non_maximum_suppression
 
     with warnings.catch_warnings(record=True) as caught:
