@@ -10,7 +10,7 @@ import math
 import shutil
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from rasterlearn.data.augment import Augmenter
 from rasterlearn.data.datasets import (
@@ -42,6 +42,7 @@ from rasterlearn.models import (
 )
 from rasterlearn.outputs import atomic_output, check_output_path
 from rasterlearn.trained_model import read_weights
+from rasterlearn.training.losses import SegmentationLoss, class_balance_weights
 from rasterlearn.training.report import (
     EpochRecord,
     plot_confusion,
@@ -52,7 +53,7 @@ from rasterlearn.training.report import (
 )
 from rasterlearn.training.task import MONITORS, TASK_METRICS, TrainingTask, ValidationResults
 
-AUGMENTATIONS = ("DEFAULT", "NONE")
+AUGMENTATIONS = ("DEFAULT", "NONE", "CUSTOM")
 DEFAULT_LEARNING_RATE = 1e-3
 # Lightning's banners and tips are noise in a tool's output; warnings still show.
 for _name in ("lightning.pytorch", "lightning.fabric"):
@@ -124,6 +125,43 @@ def _object_sizes(data: TrainingData) -> list[float]:
     return [max(o.xmax - o.xmin, o.ymax - o.ymin) for chip in data.chips for o in chip.objects]
 
 
+def _criterion(model: torch.nn.Module, train_set: Any) -> torch.nn.Module | None:
+    """The pixel loss the model arguments ask for (None: the task's default).
+
+    ``class_balancing`` weighs classes by the pixels of the training chips; ``ignore_classes``
+    (class values; 0 is NoData) leaves classes out; ``focal_loss`` and ``dice_loss_fraction``/
+    ``dice_loss_average`` choose the loss (see :mod:`rasterlearn.training.losses`).
+
+    Raises:
+        ParameterError: for ignored values that are not classes of the data, or ignoring all.
+    """
+    if model.task != "pixel":
+        return None
+    args = model.model_args
+    values = list(train_set.class_values)  # index -> value, 0 = NoData
+    unknown = [v for v in args["ignore_classes"] if v not in values]
+    if unknown:
+        raise ParameterError(
+            f"ignore_classes {', '.join(map(str, unknown))} "
+            f"{'is not a class' if len(unknown) == 1 else 'are not classes'} of the training data",
+            f"use class values of {', '.join(map(str, values[1:]))} (0 for NoData)",
+        )
+    ignore = sorted({values.index(v) for v in args["ignore_classes"]})
+    if set(range(1, len(values))) <= set(ignore):
+        raise ParameterError("ignore_classes leaves no class to train on", "ignore fewer classes")
+    weights = None
+    if args["class_balancing"]:
+        weights = class_balance_weights(train_set.class_pixel_counts())
+    return SegmentationLoss(
+        len(values),
+        weights,
+        ignore=ignore,
+        focal=args["focal_loss"],
+        dice_fraction=args["dice_loss_fraction"],
+        dice_average=args["dice_loss_average"],
+    )
+
+
 def _load_matching(model: torch.nn.Module, state: dict) -> int:
     """Load the weights whose names and shapes match (new heads keep their initialisation)."""
     own = model.state_dict()
@@ -184,6 +222,7 @@ def train_deep_learning_model(
     stop_training: bool = True,
     freeze: bool = True,
     augmentation: str = "DEFAULT",
+    augmentation_parameters: Mapping[str, Any] | Sequence[Any] | None = None,
     chip_size: int | None = None,
     weight_init_scheme: str | None = None,
     monitor: str = "VALID_LOSS",
@@ -215,7 +254,13 @@ def train_deep_learning_model(
         stop_training: Stop early when the monitored metric stops improving.
         freeze: Keep a pretrained backbone frozen (only heads train).
         augmentation: ``DEFAULT`` (dihedral flips/rotations in MAP_SPACE, horizontal flip in
-            PIXEL_SPACE, brightness/contrast) or ``NONE``.
+            PIXEL_SPACE, brightness/contrast), ``NONE``, or ``CUSTOM`` (only the transforms of
+            ``augmentation_parameters``).
+        augmentation_parameters: ArcGIS's value table of transforms for ``CUSTOM``:
+            ``{"rotate": "30.0;0.5", "zoom": "(1.0,1.2);1.0", ...}`` or rows ``"NAME=VALUE"``
+            (``rotate``, ``zoom``, ``brightness``, ``contrast``, ``crop``, ``flip_lr``,
+            ``dihedral``; see :func:`rasterlearn.data.augment.parse_augmentation_parameters`).
+            None with ``CUSTOM``: ArcGIS's defaults.
         chip_size: Training chip size; default the smallest tile size of the inputs.
         weight_init_scheme: First-layer init of bands beyond RGB with pretrained weights
             (``RANDOM``, ``RED_BAND``, ``ALL_RANDOM``; default the mean of the RGB filters).
@@ -261,9 +306,19 @@ def train_deep_learning_model(
     if monitor_key not in MONITORS:
         raise ParameterError(f"unknown monitor '{monitor}'", f"use one of {', '.join(MONITORS)}")
     augmentation = str(augmentation).upper()
+    if augmentation == "FILE":
+        raise ParameterError(
+            "augmentation FILE (fastai transforms.json) is not supported",
+            "use CUSTOM with augmentation_parameters",
+        )
     if augmentation not in AUGMENTATIONS:
         raise ParameterError(
             f"unknown augmentation '{augmentation}'", f"use one of {', '.join(AUGMENTATIONS)}"
+        )
+    if augmentation_parameters and augmentation != "CUSTOM":
+        raise ParameterError(
+            f"augmentation_parameters apply only with augmentation CUSTOM, not {augmentation}",
+            "add --augmentation CUSTOM",
         )
 
     data = TrainingData(folders)
@@ -307,6 +362,13 @@ def train_deep_learning_model(
     augment = None
     if augmentation == "DEFAULT":
         augment = Augmenter(image_space=data.image_space, chip_size=chip)
+    elif augmentation == "CUSTOM":
+        augment = Augmenter.from_parameters(
+            augmentation_parameters,
+            data.image_space,
+            chip_size=chip,
+            max_crop=min(data.tile_height, data.tile_width),
+        )
     train_set = dataset_cls(
         data, train_idx, chip_size=chip, normalizer=normalizer, augment=augment, seed=seed
     )
@@ -316,19 +378,6 @@ def train_deep_learning_model(
             f"{len(train_set)} training and {len(valid_set)} validation chips are usable",
             "export more chips with labels, or change validation_percentage",
         )
-    collate = collate_detection if spec.task in ("detection", "instance") else None
-    loaders = (
-        DataLoader(
-            train_set,
-            batch_size=batch,
-            shuffle=True,
-            collate_fn=collate,
-            drop_last=len(train_set) > batch,
-            generator=torch.Generator().manual_seed(seed),
-        ),
-        DataLoader(valid_set, batch_size=batch, shuffle=False, collate_fn=collate),
-    )
-
     model_args = dict(arguments or {})
     if spec.task == "classification":
         model_args["multi_label"] = data.metadata_format == "MultiLabeled_Tiles"
@@ -352,6 +401,29 @@ def train_deep_learning_model(
         )
     if freeze and (model.pretrained or base_state is not None):
         set_encoder_trainable(model, False)
+    criterion = _criterion(model, train_set)
+
+    collate = collate_detection if spec.task in ("detection", "instance") else None
+    sampler = None
+    if model.model_args.get("oversample"):
+        sampler = WeightedRandomSampler(
+            train_set.oversampling_weights(),
+            len(train_set),
+            replacement=True,
+            generator=torch.Generator().manual_seed(seed),
+        )
+    loaders = (
+        DataLoader(
+            train_set,
+            batch_size=batch,
+            shuffle=sampler is None,
+            sampler=sampler,
+            collate_fn=collate,
+            drop_last=len(train_set) > batch,
+            generator=torch.Generator().manual_seed(seed) if sampler is None else None,
+        ),
+        DataLoader(valid_set, batch_size=batch, shuffle=False, collate_fn=collate),
+    )
 
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
     if accelerator == "cpu":
@@ -368,7 +440,12 @@ def train_deep_learning_model(
         "deterministic": False,
         "num_sanity_val_steps": 0,
     }
-    task = TrainingTask(model, learning_rate=learning_rate or 1e-3)
+    task = TrainingTask(
+        model,
+        learning_rate=learning_rate or 1e-3,
+        criterion=criterion,
+        mixup=bool(model.model_args.get("mixup")),
+    )
     lr = float(learning_rate) if learning_rate else None
     distributed = int(num_nodes) > 1 or (isinstance(devices, int) and devices > 1)
     if lr is None:

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from rasterlearn.data.augment import (
+    AUGMENTATION_NAMES,
     Augmenter,
+    RandomTransform,
     Sample,
     boxes_from_masks,
     crop,
@@ -20,9 +22,12 @@ from rasterlearn.data.augment import (
     hflip,
     jitter,
     pad_to,
+    parse_augmentation_parameters,
     rot90,
+    rotate_zoom,
     vflip,
 )
+from rasterlearn.errors import ParameterError
 
 
 def _random_boxes(rng: np.random.Generator, n: int, h: int, w: int) -> np.ndarray:
@@ -219,3 +224,194 @@ def test_bad_arguments() -> None:
         Augmenter("GROUND_SPACE")
     with pytest.raises(ValueError, match="dihedral"):
         dihedral(Sample(np.zeros((1, 2, 2))), 8)
+
+
+# --------------------------------------------------------------------------- rotate and zoom
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_quarter_turn_equals_rot90(kind: str) -> None:
+    rng = np.random.default_rng(5)
+    n = 40
+    boxes = _random_boxes(rng, 6, n, n)
+    masks = _draw(boxes, n, n)
+    image = rng.normal(size=(3, n, n)).astype(np.float32)
+    raster = rng.integers(0, 4, (n, n)).astype(np.uint8)
+    sample = Sample(
+        _as(kind, image),
+        boxes=_as(kind, boxes),
+        masks=_as(kind, masks),
+        class_raster=_as(kind, raster),
+    )
+    # positive angles turn clockwise on screen; numpy's rot90 turns counter-clockwise
+    turned = rotate_zoom(sample, -90.0)
+    expected = rot90(Sample(image, boxes=boxes, masks=masks, class_raster=raster))
+    assert type(turned.image) is type(sample.image) and _np(turned.masks).dtype == np.uint8
+    np.testing.assert_allclose(_np(turned.image), expected.image, atol=1e-4)
+    np.testing.assert_array_equal(_np(turned.masks), expected.masks)
+    np.testing.assert_array_equal(_np(turned.class_raster), expected.class_raster)
+    np.testing.assert_allclose(_np(turned.boxes), expected.boxes, atol=1e-4)
+
+
+def test_zoom_into_a_corner_repeats_its_pixels() -> None:
+    rng = np.random.default_rng(6)
+    raster = rng.integers(0, 5, (32, 48)).astype(np.int64)
+    boxes = np.array([[2.0, 2.0, 10.0, 6.0], [20.0, 3.0, 30.0, 9.0], [30.0, 20.0, 40.0, 30.0]])
+    boxes = boxes.astype(np.float32)
+    out = rotate_zoom(
+        Sample(raster[None].astype(np.float32), boxes=boxes, labels=np.arange(3),
+               class_raster=raster),
+        scale=2.0, row_pct=0.0, col_pct=0.0,
+    )  # fmt: skip
+    quarter = raster[:16, :24]
+    expected = np.repeat(np.repeat(quarter, 2, axis=0), 2, axis=1)
+    np.testing.assert_array_equal(out.class_raster, expected)
+    # the image is bilinear: output centre j + 0.5 samples the input at (j + 0.5) / 2, i.e.
+    # pixel-centre index j / 2 - 0.25 (zero outside): index (j + 1) // 2 of the zero-padded
+    # raster and the next one, the next weighing 0.75 for even j and 0.25 for odd j
+    padded = np.pad(raster.astype(np.float64), 1)
+    along = np.arange(48)
+    lo = (along + 1) // 2
+    wt = np.where(along % 2, 0.25, 0.75)
+    rows = padded[lo[:32]] * (1 - wt[:32, None]) + padded[lo[:32] + 1] * wt[:32, None]
+    bilinear = rows[:, lo] * (1 - wt) + rows[:, lo + 1] * wt
+    np.testing.assert_allclose(out.image[0], bilinear, atol=1e-5)
+    # box 0 doubles, box 1 is cut at the right edge, box 2 leaves the view
+    np.testing.assert_array_equal(out.labels, [0, 1])
+    np.testing.assert_allclose(out.boxes, [[4, 4, 20, 12], [40, 6, 48, 18]])
+
+
+def test_random_turns_keep_boxes_around_their_pixels() -> None:
+    rng = np.random.default_rng(7)
+    h = w = 48
+    for _ in range(12):
+        boxes = _random_boxes(rng, 6, h, w)
+        masks = _draw(boxes, h, w)
+        angle, scale = rng.uniform(-45, 45), rng.uniform(0.8, 1.3)
+        row, col = rng.uniform(0, 1, 2)
+        plain = rotate_zoom(
+            Sample(masks.astype(np.float32), boxes=boxes, labels=np.arange(6)),
+            angle, scale, row, col, min_box_size=0.0,
+        )  # fmt: skip
+        # a box is the bounds of its turned corners: it holds every pixel of the turned box
+        inside = boxes_from_masks((plain.image > 0.5).astype(np.uint8))
+        for label, box in zip(plain.labels, plain.boxes, strict=True):
+            pix = inside[label]
+            if pix[2] > pix[0]:
+                # (a pixel counts when its centre is inside: its edge may lie 0.5 px out)
+                assert (box[:2] <= pix[:2] + 0.501).all() and (box[2:] >= pix[2:] - 0.501).all()
+        # with instance masks, boxes are the bounds of the warped masks
+        with_masks = rotate_zoom(
+            Sample(torch.from_numpy(masks.astype(np.float32)), boxes=torch.from_numpy(boxes),
+                   labels=torch.arange(6), masks=torch.from_numpy(masks)),
+            angle, scale, row, col,
+        )  # fmt: skip
+        assert torch.equal(with_masks.boxes, boxes_from_masks(with_masks.masks))
+        assert bool((with_masks.masks.flatten(1) != 0).any(1).all())
+
+
+# --------------------------------------------------------------------------- CUSTOM transforms
+
+
+def test_parse_arcgis_defaults_and_forms() -> None:
+    defaults = parse_augmentation_parameters(None, chip_size=128)
+    assert [t.name for t in defaults] == ["crop", "rotate", "zoom", "brightness", "contrast"]
+    by_name = {t.name: t for t in defaults}
+    assert by_name["rotate"] == RandomTransform("rotate", -30.0, 30.0, 0.5)
+    assert by_name["brightness"] == RandomTransform("brightness", 0.4, 0.6, 1.0)
+    assert by_name["contrast"] == RandomTransform("contrast", 0.75, 1.5, 1.0)
+    assert by_name["zoom"] == RandomTransform("zoom", 1.0, 1.2, 1.0)
+    assert by_name["crop"] == RandomTransform("crop", 128.0, 128.0, 1.0)
+    rows = parse_augmentation_parameters(
+        ["ROTATE=(-5,20);0.25", "zoom 1.5", "crop=100;0.5;(0.2,0.8);(0,1)", "flip_lr=0.5"],
+        chip_size=100,
+        max_crop=128,
+    )
+    assert rows == (
+        RandomTransform("crop", 100.0, 100.0, 0.5, (0.2, 0.8), (0.0, 1.0)),
+        RandomTransform("flip_lr", p=0.5),
+        RandomTransform("rotate", -5.0, 20.0, 0.25),
+        RandomTransform("zoom", 1.0, 1.5, 1.0),
+    )
+    as_values = parse_augmentation_parameters(
+        {"rotate": (10, 1.0), "contrast": ((0.5, 2.0), 0.3), "dihedral": 1}, chip_size=64
+    )
+    assert as_values == (
+        RandomTransform("dihedral", p=1.0),
+        RandomTransform("rotate", -10.0, 10.0, 1.0),
+        RandomTransform("contrast", 0.5, 2.0, 0.3),
+    )
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (["blur=1"], "unknown augmentation 'blur'"),
+        (["rotate"], "not NAME=VALUE"),
+        (["rotate=abc"], "is not DEGREES"),
+        (["rotate=30;1.5"], "probability 1.5"),
+        (["rotate=(0,270)"], "between -180 and 180"),
+        (["zoom=(0.1,1)"], "between 0.25 and 4"),
+        (["brightness=(0.2,1.4)"], "between 0 and 1"),
+        (["contrast=(0,2)"], "above 0"),
+        (["crop=300"], r"between 16 and the tile size \(128\)"),
+        (["crop=64.5"], "whole number"),
+        (["crop=64;1;(0.8,0.2)"], "ranges within"),
+        (["flip_lr=0.5;1"], "is not P"),
+        (["rotate=1", "Rotate=2"], "given twice"),
+    ],
+)
+def test_parse_errors_are_one_line(rows: list[str], message: str) -> None:
+    with pytest.raises(ParameterError, match=message) as err:
+        parse_augmentation_parameters(rows, chip_size=128)
+    assert "\n" not in str(err.value) and err.value.hint
+
+
+def _pattern(n: int = 32) -> np.ndarray:
+    return np.arange(2 * n * n, dtype=np.float32).reshape(2, n, n) / (2 * n * n)
+
+
+def test_custom_transforms_apply_only_what_is_asked() -> None:
+    image = _pattern()
+    boxes = np.array([[2.0, 3.0, 12.0, 9.0]], dtype=np.float32)
+    sample = Sample(image, boxes=boxes)
+    never = Augmenter.from_parameters(
+        ["rotate=30;0", "zoom=(1.5,2);0", "brightness=(0.8,0.9);0", "flip_lr=0", "dihedral=0"],
+        chip_size=32,
+    )
+    for seed in range(5):
+        out = never(sample, seed)
+        assert np.array_equal(out.image, image) and np.array_equal(out.boxes, boxes)
+    flip = Augmenter.from_parameters({"flip_lr": 1.0}, chip_size=32)
+    out = flip(sample, 0)
+    expected = hflip(sample)
+    assert np.array_equal(out.image, expected.image) and np.array_equal(out.boxes, expected.boxes)
+    bright = Augmenter.from_parameters({"brightness": "(0.7,0.7);1.0"}, chip_size=32)
+    np.testing.assert_allclose(bright(sample, 0).image, image + 0.4, atol=1e-6)
+    contrast = Augmenter.from_parameters({"contrast": "(2,2);1.0"}, chip_size=32)
+    np.testing.assert_allclose(
+        contrast(sample, 0).image, (image - image.mean()) * 2 + image.mean(), atol=1e-5
+    )
+    # a crop at the bottom-right corner of the allowed positions
+    corner = Augmenter.from_parameters({"crop": "20;1.0;(1,1);(1,1)"}, chip_size=20, max_crop=32)
+    out = corner(Sample(image), 3)
+    assert np.array_equal(out.image, image[:, 12:, 12:])
+    turned = Augmenter.from_parameters({"rotate": "(-90,-90);1.0"}, chip_size=32)
+    np.testing.assert_allclose(turned(sample, 0).image, rot90(sample).image, atol=1e-5)
+
+
+def test_custom_transforms_are_reproducible_and_vary() -> None:
+    image = _pattern()
+    boxes = np.array([[4.0, 4.0, 20.0, 14.0]], dtype=np.float32)
+    aug = Augmenter.from_parameters(None, chip_size=32)  # ArcGIS's defaults
+    assert [t.name for t in aug.transforms] == [
+        n for n in AUGMENTATION_NAMES if n not in ("flip_lr", "dihedral")
+    ]
+    a = aug(Sample(image, boxes=boxes), 9)
+    b = aug(Sample(image, boxes=boxes), 9)
+    t = aug(Sample(torch.from_numpy(image), boxes=torch.from_numpy(boxes)), 9)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.boxes, b.boxes)
+    np.testing.assert_allclose(t.image.numpy(), a.image, atol=1e-5)
+    np.testing.assert_allclose(t.boxes.numpy(), a.boxes, atol=1e-4)
+    outs = {aug(Sample(image), seed).image.tobytes() for seed in range(6)}
+    assert len(outs) == 6

@@ -384,6 +384,24 @@ def test_segmentation_crop_and_augment(exports: dict[str, Path]) -> None:
     assert views >= len(aug)
 
 
+def test_class_pixel_counts_equal_label_rasters(exports: dict[str, Path]) -> None:
+    folder = exports["Classified_Tiles"]
+    values = _class_values(folder)
+    data = TrainingData(folder)
+    train, _ = data.split(25, seed=2)
+    ds = SegmentationDataset(data, train)
+    expected = np.zeros(len(values) + 1, dtype=np.int64)
+    for chip in train:
+        with rasterio.open(folder / "labels" / f"{data.chips[chip].image.stem}.tif") as f:
+            raster = f.read(1)
+        expected[0] += int((raster == 0).sum())
+        for index, value in enumerate(values, start=1):
+            expected[index] += int((raster == value).sum())
+    counts = ds.class_pixel_counts()
+    assert counts.tolist() == expected.tolist()
+    assert counts.sum() == len(train) * TILE * TILE and (counts[1:] > 0).all()
+
+
 # --- classification ------------------------------------------------------------------------
 
 
@@ -433,6 +451,33 @@ def test_multilabeled_tiles(exports: dict[str, Path]) -> None:
         assert np.array_equal(target.numpy(), expected)
         several += expected.sum() > 1
     assert several > 0
+
+
+@pytest.mark.parametrize("fmt", ["Labeled_Tiles", "MultiLabeled_Tiles"])
+def test_oversampling_draws_classes_evenly(exports: dict[str, Path], fmt: str) -> None:
+    ds = ClassificationDataset(TrainingData(exports[fmt]))
+    hots = []
+    for i in range(len(ds)):
+        target = ds[i][1]
+        hot = np.zeros(len(ds.class_values))
+        if target.ndim == 0:
+            hot[int(target)] = 1
+        else:
+            hot = target.numpy()
+        hots.append(hot > 0.5)
+    hots = np.array(hots)
+    counts = hots.sum(0)
+    assert ds.class_counts().tolist() == counts.tolist()
+    assert counts.max() > counts.min()  # the classes are imbalanced
+    weights = np.array(ds.oversampling_weights())
+    # a chip weighs 1 / count of its rarest class
+    expected = [(1.0 / counts[h]).max() if h.any() else None for h in hots]
+    for w, e in zip(weights, expected, strict=True):
+        if e is not None:
+            assert w == pytest.approx(e)
+    if fmt == "Labeled_Tiles":  # single label: every class is drawn with the same probability
+        per_class = (weights[:, None] * hots).sum(0)
+        np.testing.assert_allclose(per_class, per_class[0])
 
 
 def test_wrong_format_refused(exports: dict[str, Path]) -> None:

@@ -146,8 +146,13 @@ def test_default_arguments_match_the_reference() -> None:
     assert arcgis["RETINANET"] == ["scales", "ratios"]
     assert arcgis["FCOS"] == []
     rcnn = MODEL_TYPES["FASTERRCNN"].default_arguments()
-    assert rcnn["rpn_pre_nms_top_n_train"] == 2000 and rcnn["rpn_nms_thresh"] == 0.7
-    assert rcnn["box_batch_size_per_image"] == 512 and rcnn["box_positive_fraction"] == 0.25
+    assert rcnn["rpn_nms_thresh"] == 0.7 and rcnn["box_positive_fraction"] == 0.25
+    # proposal and sample counts: 0 = scaled to the chip, torchvision's values at 800 px
+    assert rcnn["rpn_pre_nms_top_n_train"] == 0 and rcnn["box_batch_size_per_image"] == 0
+    at_800 = build_model("FASTERRCNN", 1, 3, "resnet18", 800).model_args
+    assert at_800["rpn_pre_nms_top_n_train"] == at_800["rpn_post_nms_top_n_train"] == 2000
+    assert at_800["rpn_pre_nms_top_n_test"] == at_800["rpn_post_nms_top_n_test"] == 1000
+    assert at_800["box_batch_size_per_image"] == 512
     assert len(arcgis["FASTERRCNN"]) == 16 and arcgis["MASKRCNN"] == arcgis["FASTERRCNN"]
     ret = MODEL_TYPES["RETINANET"].default_arguments()
     assert ret["scales"] == (1.0, 0.7937, 0.63) and ret["ratios"] == (0.5, 1.0, 2.0)
@@ -367,6 +372,28 @@ def test_rcnn_arguments_reach_torchvision() -> None:
     )
     assert model.roi_heads.detections_per_img == 7
     assert model.rpn.nms_thresh == 0.6
+
+
+@pytest.mark.parametrize(
+    ("chip", "train", "test", "sampled"),
+    [(64, 256, 128, 64), (256, 256, 128, 64), (512, 819, 410, 210), (1024, 2000, 1000, 512)],
+)
+def test_rcnn_sampling_scales_with_the_chip(chip: int, train: int, test: int, sampled: int):
+    # torchvision's values times (chip / 800)^2, at most torchvision's, at least the floors
+    model = build_model("FASTERRCNN", 2, 3, "mobilenet_v3_small", chip)
+    assert model.rpn._pre_nms_top_n == {"training": train, "testing": test}
+    assert model.rpn._post_nms_top_n == {"training": train, "testing": test}
+    assert model.roi_heads.fg_bg_sampler.batch_size_per_image == sampled
+    assert model.model_args["box_batch_size_per_image"] == sampled  # recorded for a rebuild
+    given = build_model(
+        "MASKRCNN", 2, 3, "mobilenet_v3_small", chip, model_args={"rpn_post_nms_top_n_test": 7}
+    )
+    assert given.rpn._post_nms_top_n["testing"] == 7
+    assert given.rpn._pre_nms_top_n["testing"] == test
+    with pytest.raises(ParameterError, match="box_batch_size_per_image"):
+        build_model(
+            "FASTERRCNN", 2, 3, "resnet18", chip, model_args={"box_batch_size_per_image": -1}
+        )
 
 
 def test_deeplab_dilation() -> None:

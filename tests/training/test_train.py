@@ -52,14 +52,6 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-# Small R-CNN sampling sizes keep CPU training in the test suite short.
-RCNN_FAST = {
-    "rpn_pre_nms_top_n_train": 300,
-    "rpn_post_nms_top_n_train": 100,
-    "rpn_pre_nms_top_n_test": 300,
-    "rpn_post_nms_top_n_test": 100,
-    "box_batch_size_per_image": 64,
-}
 # (model type, data format, model arguments, learning rate); R-CNNs trained from scratch with
 # batch norm need the lower rate.
 CASES = [
@@ -67,8 +59,9 @@ CASES = [
     ("DEEPLAB", "Classified_Tiles", {}, 2e-3),
     ("FCOS", "PASCAL_VOC_rectangles", {}, 2e-3),
     ("RETINANET", "PASCAL_VOC_rectangles", {}, 2e-3),
-    ("FASTERRCNN", "PASCAL_VOC_rectangles", RCNN_FAST, 3e-4),
-    ("MASKRCNN", "RCNN_Masks", RCNN_FAST, 3e-4),
+    # the R-CNNs' proposal and sample counts default to sizes scaled to the 64 px chips
+    ("FASTERRCNN", "PASCAL_VOC_rectangles", {}, 3e-4),
+    ("MASKRCNN", "RCNN_Masks", {}, 3e-4),
     ("FEATURE_CLASSIFIER", "Labeled_Tiles", {}, 2e-3),
     ("FEATURE_CLASSIFIER", "MultiLabeled_Tiles", {}, 3e-4),
 ]
@@ -280,3 +273,141 @@ def test_resume_after_the_process_is_killed(exports, tmp_path):
     # the checkpoint holds finished epoch `done`: training goes on with the next one
     assert [h.epoch for h in result.history] == [done + 1, done + 2]
     assert (out / "resumed.dlpk").is_file()
+
+
+# --------------------------------------------------------------------------- model arguments
+
+
+def _trained_weights(exports, tmp_path, model_type, fmt, arguments, name, **kwargs) -> dict:
+    options = {"augmentation": "NONE", **FAST, **kwargs}
+    result = train_deep_learning_model(
+        exports[fmt],
+        tmp_path / name,
+        max_epochs=1,
+        model_type=model_type,
+        arguments=arguments,
+        learning_rate=2e-3,
+        stop_training=False,
+        **options,
+    )
+    return {k: v.detach().clone() for k, v in result.model.state_dict().items()}
+
+
+def _differ(a: dict, b: dict) -> float:
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+ARGUMENT_CASES = {
+    "class_balancing": ("UNET", "Classified_Tiles", {"class_balancing": "True"}),
+    "focal_loss": ("UNET", "Classified_Tiles", {"focal_loss": True}),
+    "mixup-pixels": ("UNET", "Classified_Tiles", {"mixup": True}),
+    "ignore_classes": ("UNET", "Classified_Tiles", {"ignore_classes": "0"}),
+    "dice_loss_fraction": ("UNET", "Classified_Tiles", {"dice_loss_fraction": 0.5}),
+    "mixup-chips": ("FEATURE_CLASSIFIER", "Labeled_Tiles", {"mixup": True}),
+    "oversample": ("FEATURE_CLASSIFIER", "Labeled_Tiles", {"oversample": True}),
+}
+
+
+@pytest.fixture(scope="module")
+def baselines(exports, tmp_path_factory) -> dict[str, dict]:
+    """Weights after one epoch without model arguments, per model type; trained twice to show
+    that training is deterministic, so that any difference comes from an argument."""
+    root = tmp_path_factory.mktemp("baselines")
+    out = {}
+    for model_type, fmt in {(m, f) for m, f, _ in ARGUMENT_CASES.values()}:
+        first = _trained_weights(exports, root, model_type, fmt, {}, f"{model_type}-a")
+        again = _trained_weights(exports, root, model_type, fmt, {}, f"{model_type}-b")
+        assert _differ(first, again) == 0.0, f"{model_type} training is not deterministic"
+        out[model_type] = first
+    return out
+
+
+@pytest.mark.parametrize("case", list(ARGUMENT_CASES))
+def test_model_arguments_change_training(exports, baselines, tmp_path, case):
+    model_type, fmt, arguments = ARGUMENT_CASES[case]
+    changed = _trained_weights(exports, tmp_path, model_type, fmt, arguments, "changed")
+    assert _differ(baselines[model_type], changed) > 1e-4
+
+
+def test_model_argument_errors(exports, tmp_path):
+    with pytest.raises(ParameterError, match="ignore_classes 9 is not a class") as err:
+        _trained_weights(
+            exports, tmp_path, "UNET", "Classified_Tiles", {"ignore_classes": "9"}, "a"
+        )
+    assert "\n" not in str(err.value) and "1, 2, 3" in str(err.value)
+    with pytest.raises(ParameterError, match="no class to train on"):
+        _trained_weights(
+            exports, tmp_path, "UNET", "Classified_Tiles", {"ignore_classes": "1,2,3"}, "b"
+        )
+    with pytest.raises(ParameterError, match="dice_loss_fraction must be between 0 and 1"):
+        _trained_weights(
+            exports, tmp_path, "UNET", "Classified_Tiles", {"dice_loss_fraction": 2}, "c"
+        )
+    # arguments that do not apply to a model type are refused, naming the valid ones
+    for model_type, fmt, name in (
+        ("FCOS", "PASCAL_VOC_rectangles", "class_balancing"),
+        ("FASTERRCNN", "PASCAL_VOC_rectangles", "mixup"),
+        ("FEATURE_CLASSIFIER", "Labeled_Tiles", "focal_loss"),
+    ):
+        with pytest.raises(ParameterError, match=f"unknown model argument '{name}'") as err:
+            _trained_weights(exports, tmp_path, model_type, fmt, {name: True}, f"d-{name}")
+        assert "valid arguments" in str(err.value) and "\n" not in str(err.value)
+    assert not any((tmp_path / n).exists() for n in ("a", "b", "c"))
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def test_custom_augmentation_parameters_are_applied(exports, baselines, tmp_path):
+    def weights(name: str, rows: list[str]) -> dict:
+        return _trained_weights(
+            exports, tmp_path, "UNET", "Classified_Tiles", {}, name,
+            augmentation="CUSTOM", augmentation_parameters=rows,
+        )  # fmt: skip
+
+    # transforms that never apply leave training exactly as without augmentation
+    assert _differ(baselines["UNET"], weights("never", ["flip_lr=0", "rotate=30;0"])) == 0.0
+    assert _differ(baselines["UNET"], weights("flipped", ["flip_lr=1.0"])) > 1e-4
+
+
+def test_augmentation_errors(exports, tmp_path):
+    folder = exports["Classified_Tiles"]
+    with pytest.raises(ParameterError, match="only with augmentation CUSTOM"):
+        train_deep_learning_model(folder, tmp_path / "a", augmentation_parameters=["rotate=10"])
+    with pytest.raises(ParameterError, match="FILE"):
+        train_deep_learning_model(folder, tmp_path / "b", augmentation="FILE")
+    with pytest.raises(ParameterError, match=r"tile size \(64\)"):
+        train_deep_learning_model(
+            folder, tmp_path / "c", augmentation="CUSTOM", augmentation_parameters=["crop=100"]
+        )
+    assert not any((tmp_path / n).exists() for n in "abc")
+
+
+def test_train_command_passes_augmentation_parameters(exports, tmp_path):
+    from typer.testing import CliRunner
+
+    from rasterlearn.cli import app
+
+    folder = str(exports["Classified_Tiles"])
+    out = str(tmp_path / "m")
+    common = ["train", folder, out, "--augmentation", "CUSTOM", "--max-epochs", "1"]
+    runner = CliRunner()
+    for option, message in (
+        ("rotate=30;2", "probability 2.0 is not between 0 and 1"),  # ';' reaches the parser
+        ("blur=1", "unknown augmentation 'blur'"),
+    ):
+        result = runner.invoke(app, [*common, "--augmentation-parameter", option])
+        assert result.exit_code == 2, result.output
+        assert message in result.output and result.output.strip().count("\n") == 0
+    result = runner.invoke(
+        app,
+        [
+            *common,
+            "--augmentation-parameter", "flip_lr=0.5",
+            "--augmentation-parameter", "rotate=(-10,10);0.5",
+            "--model-type", "UNET", "--backbone-model", "RESNET18",
+            "--batch-size", "8", "--learning-rate", "2e-3",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m" / "m.dlpk").is_file()

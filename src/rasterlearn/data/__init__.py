@@ -3,7 +3,12 @@
 Unlike ``geo/`` and ``formats/``, this layer uses torch.
 """
 
-from rasterlearn.data.augment import Augmenter, Sample
+from rasterlearn.data.augment import (
+    Augmenter,
+    RandomTransform,
+    Sample,
+    parse_augmentation_parameters,
+)
 from rasterlearn.data.datasets import (
     ClassificationDataset,
     DetectionDataset,
@@ -19,9 +24,11 @@ __all__ = [
     "DetectionDataset",
     "NormalizationStats",
     "Normalizer",
+    "RandomTransform",
     "Sample",
     "SegmentationDataset",
     "TrainingData",
     "collate_detection",
+    "parse_augmentation_parameters",
     "uses_imagenet_stats",
 ]

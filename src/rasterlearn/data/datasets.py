@@ -197,6 +197,18 @@ class SegmentationDataset(ChipDataset):
         raster = _read_label_raster(record.class_raster)[0]
         return torch.from_numpy(values_to_indices(raster, self.data.class_values))
 
+    def class_pixel_counts(self) -> np.ndarray:
+        """Pixels of each class index (0 = NoData) in the dataset's chips, unaugmented.
+
+        Returns:
+            int64 counts, ``len(class_values)`` of them.
+        """
+        counts = np.zeros(len(self.class_values), dtype=np.int64)
+        for chip in self.indices:
+            target = self.target(chip).numpy().ravel()
+            counts += np.bincount(target, minlength=counts.size)[: counts.size]
+        return counts
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         chip = self.indices[i]
         image = self.image(chip)
@@ -328,6 +340,32 @@ class ClassificationDataset(ChipDataset):
                     hot[index[v]] = 1.0
             return hot
         return torch.tensor(index[classes[0]], dtype=torch.int64)
+
+    def class_counts(self) -> np.ndarray:
+        """How many of the dataset's chips hold each class index (int64, K values)."""
+        counts = np.zeros(len(self.class_values), dtype=np.int64)
+        for chip in self.indices:
+            counts += self._hot(chip)
+        return counts
+
+    def _hot(self, chip: int) -> np.ndarray:
+        target = self.target(chip)
+        if self.multi_label:
+            return (target.numpy() > 0.5).astype(np.int64)
+        return np.eye(len(self.class_values), dtype=np.int64)[int(target)]
+
+    def oversampling_weights(self) -> list[float]:
+        """A sampling weight per item (ArcGIS's ``oversample``): chips of rare classes are
+        drawn as often as chips of common ones.
+
+        A chip's weight is ``1 / count`` of its class (:meth:`class_counts`); with several
+        classes, that of its rarest class; a MultiLabeled_Tiles chip without classes counts as
+        a class of its own.
+        """
+        counts = self.class_counts()
+        hots = [self._hot(chip) for chip in self.indices]
+        empty = sum(1 for h in hots if not h.any())
+        return [float((1.0 / counts[h > 0]).max()) if h.any() else 1.0 / empty for h in hots]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         chip = self.indices[i]

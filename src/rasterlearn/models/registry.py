@@ -36,7 +36,12 @@ from rasterlearn.formats.metadata_formats import metadata_format as _metadata_fo
 from rasterlearn.models.arguments import ModelArgument, resolve_arguments
 from rasterlearn.models.backbones import BACKBONES, Encoder, backbone_info, build_encoder
 from rasterlearn.models.classification import FeatureClassifier
-from rasterlearn.models.detection import build_faster_rcnn, build_fcos, build_retinanet
+from rasterlearn.models.detection import (
+    RCNN_CHIP_SCALED,
+    build_faster_rcnn,
+    build_fcos,
+    build_retinanet,
+)
 from rasterlearn.models.segmentation import DeepLab, UNet
 
 TASKS = ("pixel", "detection", "instance", "classification")
@@ -106,14 +111,31 @@ class ModelSpec:
 _A = ModelArgument
 
 _SEGMENTATION_ARGS = (
-    _A("class_balancing", bool, False, "weight the loss by inverse class frequency"),
-    _A("mixup", bool, False, "mixup augmentation"),
-    _A("focal_loss", bool, False, "focal loss instead of cross-entropy"),
-    _A("ignore_classes", tuple, (), "class values left out of the loss", item_type=int),
+    _A(
+        "class_balancing",
+        bool,
+        False,
+        "weight the loss by inverse class frequency of the training pixels",
+    ),
+    _A("mixup", bool, False, "mixup augmentation (blend pairs of chips and their losses)"),
+    _A("focal_loss", bool, False, "focal loss (gamma 2) instead of cross-entropy"),
+    _A(
+        "ignore_classes",
+        tuple,
+        (),
+        "class values left out of the loss (0: NoData)",
+        item_type=int,
+    ),
 )
 _DICE_ARGS = (
-    _A("dice_loss_fraction", float, 0.0, "share of dice loss in the loss (0-1)"),
-    _A("dice_loss_average", str, "micro", "dice averaging", choices=("micro", "macro")),
+    _A("dice_loss_fraction", float, 0.0, "share of soft dice loss in the loss (0-1)"),
+    _A(
+        "dice_loss_average",
+        str,
+        "micro",
+        "dice over all classes at once (micro) or mean of per-class dice (macro)",
+        choices=("micro", "macro"),
+    ),
 )
 
 _UNET_ARGS = _SEGMENTATION_ARGS + _DICE_ARGS
@@ -136,11 +158,19 @@ _DETECTOR_NORM = _A(
     arcgis=False,
 )
 
+_SCALED = "; 0: scaled to the chip area (torchvision's {} at 800 px, at least {})"
+
+
+def _scaled(name: str, doc: str) -> ModelArgument:
+    default, floor = RCNN_CHIP_SCALED[name]
+    return _A(name, int, 0, doc + _SCALED.format(default, floor))
+
+
 _RCNN_ARGS = (
-    _A("rpn_pre_nms_top_n_train", int, 2000, "RPN proposals kept before NMS, training"),
-    _A("rpn_pre_nms_top_n_test", int, 1000, "RPN proposals kept before NMS, inference"),
-    _A("rpn_post_nms_top_n_train", int, 2000, "RPN proposals kept after NMS, training"),
-    _A("rpn_post_nms_top_n_test", int, 1000, "RPN proposals kept after NMS, inference"),
+    _scaled("rpn_pre_nms_top_n_train", "RPN proposals kept before NMS per level, training"),
+    _scaled("rpn_pre_nms_top_n_test", "RPN proposals kept before NMS per level, inference"),
+    _scaled("rpn_post_nms_top_n_train", "RPN proposals kept after NMS, training"),
+    _scaled("rpn_post_nms_top_n_test", "RPN proposals kept after NMS, inference"),
     _A("rpn_nms_thresh", float, 0.7, "RPN NMS IoU threshold"),
     _A("rpn_fg_iou_thresh", float, 0.7, "RPN anchor IoU for a positive"),
     _A("rpn_bg_iou_thresh", float, 0.3, "RPN anchor IoU below which a negative"),
@@ -151,7 +181,7 @@ _RCNN_ARGS = (
     _A("box_detections_per_img", int, 100, "maximum detections per image"),
     _A("box_fg_iou_thresh", float, 0.5, "proposal IoU for a positive"),
     _A("box_bg_iou_thresh", float, 0.5, "proposal IoU below which a negative"),
-    _A("box_batch_size_per_image", int, 512, "proposals sampled per image"),
+    _scaled("box_batch_size_per_image", "proposals sampled per image"),
     _A("box_positive_fraction", float, 0.25, "share of positives among proposal samples"),
     _A(
         "anchor_sizes",
@@ -218,8 +248,8 @@ _FCOS_ARGS = (
 )
 
 _CLASSIFIER_ARGS = (
-    _A("mixup", bool, False, "mixup augmentation"),
-    _A("oversample", bool, False, "oversample rare classes"),
+    _A("mixup", bool, False, "mixup augmentation (blend pairs of chips and their labels)"),
+    _A("oversample", bool, False, "draw chips of rare classes as often as common ones"),
     _A("backend", str, "pytorch", "deep learning framework", choices=("pytorch",)),
     _A(
         "multi_label",
@@ -479,6 +509,12 @@ def build_model(
         )
 
     kind = spec.model_type
+    if "dice_loss_fraction" in args and not 0.0 <= args["dice_loss_fraction"] <= 1.0:
+        raise ParameterError(
+            f"model argument dice_loss_fraction must be between 0 and 1, "
+            f"got {args['dice_loss_fraction']}",
+            "e.g. 0.5 for an even mix of cross-entropy and dice loss",
+        )
     model: nn.Module
     if kind == "UNET":
         model = UNet(encoder(), num_classes)

@@ -11,6 +11,7 @@ from torch import nn
 
 from rasterlearn.metrics.detection import class_accuracy
 from rasterlearn.metrics.pixels import PixelAccuracy, confusion_matrix
+from rasterlearn.training.losses import SegmentationLoss, mixup_batch, mixup_loss
 
 # ArcGIS monitor keyword -> (logged metric, mode)
 MONITORS = {
@@ -139,14 +140,31 @@ def _batch_norms_frozen(model: nn.Module) -> list[nn.Module]:
     return norms
 
 
+def default_criterion(model: nn.Module, class_weights: torch.Tensor | None = None) -> nn.Module:
+    """The loss of a pixel or chip classifier without model-argument options.
+
+    Pixel models: :class:`SegmentationLoss` (cross-entropy); multi-label classifiers: binary
+    cross-entropy per class; other classifiers: cross-entropy. Detectors compute their own.
+    """
+    if model.task == "pixel":
+        return SegmentationLoss(model.num_classes + 1, class_weights)
+    if bool(getattr(model, "multi_label", False)):
+        return nn.BCEWithLogitsLoss()
+    return nn.CrossEntropyLoss(weight=class_weights)
+
+
 class TrainingTask(L.LightningModule):
     """Trains a registry model: loss per task, one-cycle schedule, validation metrics.
 
     Args:
         model: A model from :func:`rasterlearn.models.build_model`.
         learning_rate: Peak learning rate of the one-cycle schedule.
-        class_weights: Optional loss weight per class index (pixel models).
+        class_weights: Optional loss weight per class index (pixel models), used when no
+            ``criterion`` is given.
         weight_decay: AdamW weight decay.
+        criterion: Loss of a pixel or chip classifier, ``criterion(outputs, targets)``;
+            default :func:`default_criterion`. Detectors use the losses they return.
+        mixup: Train pixel and chip classifiers on mixed-up batches (:func:`mixup_batch`).
     """
 
     def __init__(
@@ -155,6 +173,9 @@ class TrainingTask(L.LightningModule):
         learning_rate: float = 1e-3,
         class_weights: torch.Tensor | None = None,
         weight_decay: float = 1e-4,
+        *,
+        criterion: nn.Module | None = None,
+        mixup: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -162,25 +183,32 @@ class TrainingTask(L.LightningModule):
         self.weight_decay = weight_decay
         self.task = model.task
         self.multi_label = bool(getattr(model, "multi_label", False))
-        self.register_buffer("class_weights", class_weights, persistent=False)
+        if mixup and self.task not in ("pixel", "classification"):
+            raise ValueError("mixup applies to pixel and chip classifiers only")
+        self.mixup = bool(mixup)
+        self.criterion = (
+            None
+            if self.task in ("detection", "instance")
+            else criterion or default_criterion(model, class_weights)
+        )
         self.accumulator = _Accumulator(self.task, model.num_classes, self.multi_label)
         self.last_results = ValidationResults()
 
     def forward(self, x: torch.Tensor) -> object:
         return self.model(x)
 
-    def _loss(self, batch: tuple) -> torch.Tensor:
+    def _loss(self, batch: tuple, mix: bool = False) -> torch.Tensor:
         images, targets = batch
         if self.task in ("detection", "instance"):
             losses = self.model(list(images), targets)
             return sum(losses.values())
-        logits = self.model(images)
-        if self.task == "classification" and self.multi_label:
-            return nn.functional.binary_cross_entropy_with_logits(logits, targets)
-        return nn.functional.cross_entropy(logits, targets, weight=self.class_weights)
+        if mix and len(images) > 1:
+            mixed, order, lam = mixup_batch(images)
+            return mixup_loss(self.criterion, self.model(mixed), targets, order, lam)
+        return self.criterion(self.model(images), targets)
 
     def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
-        loss = self._loss(batch)
+        loss = self._loss(batch, mix=self.mixup)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch[0]))
         return loss
 
@@ -196,10 +224,7 @@ class TrainingTask(L.LightningModule):
             outputs = self.model(list(images))
         else:
             outputs = self.model(images)
-            if self.task == "classification" and self.multi_label:
-                loss = nn.functional.binary_cross_entropy_with_logits(outputs, targets)
-            else:
-                loss = nn.functional.cross_entropy(outputs, targets, weight=self.class_weights)
+            loss = self.criterion(outputs, targets)
         self.log("valid_loss", loss, on_step=False, on_epoch=True, batch_size=len(images))
         self.accumulator.add(outputs, targets)
 
