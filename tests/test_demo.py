@@ -20,7 +20,8 @@ import rasterio
 import rasterio.features
 import shapely
 
-from rasterlearn.demo import QUICK, SPLIT_COLUMN, sample_paths
+from rasterlearn.demo import QUICK, SPLIT_COLUMN, run_demo, sample_paths
+from rasterlearn.errors import OutputError
 
 OUTPUTS = (
     "labels/train_trees.gpkg",
@@ -176,3 +177,12 @@ def test_report_is_self_contained(demo: tuple[Path, list[str]]) -> None:
     assert summary["epochs"] == {"FCOS": QUICK.fcos_epochs, "UNET": QUICK.unet_epochs}
     assert set(summary["minutes"]) >= {"export", "train FCOS", "train UNET", "total"}
     assert shapely.box(*gpd.read_file(out / "labels" / "heldout_pixels.gpkg").total_bounds).area > 0
+
+
+def test_earlier_outputs_are_kept_without_overwrite(tmp_path: Path) -> None:
+    earlier = tmp_path / "report.html"
+    earlier.write_text("earlier run")
+    with pytest.raises(OutputError, match="not empty"):
+        next(run_demo(tmp_path, overwrite=False, quick=True))
+    assert earlier.read_text() == "earlier run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
