@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
+# as the CLI does (rasterlearn.cli.main): idle OpenMP threads must not spin on 2 shared cores
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from pathlib import Path
 
 import pytest

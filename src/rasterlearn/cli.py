@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -327,12 +328,7 @@ def demo_cmd(
 ) -> None:
     """Run the workflow on the bundled NEON sample: export, train FCOS and UNET, detect and
     classify a held-out part, score it, and write report.html."""
-    import os
 
-    # Idle OpenMP threads sleep instead of spinning: on a busy machine spinning threads take
-    # the cores from the working ones (training ran 3-4x slower on 2 loaded cores). Read when
-    # torch loads, so it is set before the demo imports it; an explicit setting is kept.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from rasterlearn.demo import run_demo
 
     for line in run_demo(out_folder, overwrite=overwrite, quick=quick):
@@ -348,6 +344,10 @@ _register_accuracy(app)
 
 def main() -> None:
     """Entry point of the ``rasterlearn`` script."""
+    # Idle OpenMP threads sleep instead of spinning: on a busy machine spinning threads take
+    # the cores from the working ones (training ran 3-4x slower on 2 loaded cores). Torch
+    # reads it when it loads, which every command does lazily; an explicit setting is kept.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     app(prog_name="rasterlearn")
 
 

@@ -97,3 +97,16 @@ def test_prefetch_keeps_order_raises_errors_and_stops_early():
             break
     assert len(produced) < 10  # the producer stopped shortly after the consumer did
     assert threading.active_count() == before
+
+
+def test_a_tile_longer_than_the_area_reads_real_pixels_around_it():
+    grid = Box(0, 0, 400, 400)
+    # a strip at the right edge, narrower than a tile: the tile moves inside the raster
+    (tile,) = plan_tiles(Box(0, 300, 128, 100), 128, 128, 32, grid)
+    assert tile.read == Box(0, 272, 128, 128) and tile.keep == Box(0, 300, 128, 100)
+    # in the middle it is centred on the area
+    (tile,) = plan_tiles(Box(100, 100, 100, 100), 128, 128, 32, grid)
+    assert tile.read == Box(86, 86, 128, 128)
+    # a raster smaller than a tile: the tile starts at the raster's origin
+    (tile,) = plan_tiles(Box(0, 0, 50, 60), 128, 128, 32, Box(0, 0, 50, 60))
+    assert tile.read == Box(0, 0, 128, 128)

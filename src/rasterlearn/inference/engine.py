@@ -98,10 +98,20 @@ class Tile:
     keep: Box
 
 
-def _axis_plan(length: int, tile: int, padding: int) -> list[tuple[int, int, int]]:
-    """``(read_start, keep_start, keep_end)`` along one axis of ``length`` pixels."""
+def _axis_plan(
+    length: int, tile: int, padding: int, room: tuple[int, int] = (0, 0)
+) -> list[tuple[int, int, int]]:
+    """``(read_start, keep_start, keep_end)`` along one axis of ``length`` pixels.
+
+    ``room`` is how far the raster reaches before and after the area: a tile longer than the
+    area is centred on it and moved inside the raster where it can be, so that it reads real
+    pixels rather than nodata.
+    """
     if length <= tile:
-        return [(0, 0, length)]
+        before, after = room
+        start = min(-((tile - length) // 2), length + after - tile)  # not past the far edge
+        start = min(max(start, -before), 0)  # nor before the near edge
+        return [(start, 0, length)]
     stride = tile - 2 * padding
     starts = list(range(0, length - tile + 1, stride))
     if starts[-1] + tile < length:
@@ -111,7 +121,9 @@ def _axis_plan(length: int, tile: int, padding: int) -> list[tuple[int, int, int
     return [(s, bounds[i], bounds[i + 1]) for i, s in enumerate(starts)]
 
 
-def plan_tiles(area: Box, tile_height: int, tile_width: int, padding: int) -> list[Tile]:
+def plan_tiles(
+    area: Box, tile_height: int, tile_width: int, padding: int, bounds: Box | None = None
+) -> list[Tile]:
     """Tiles covering ``area`` whose ``keep`` boxes partition it, in row-major order.
 
     Args:
@@ -120,9 +132,16 @@ def plan_tiles(area: Box, tile_height: int, tile_width: int, padding: int) -> li
         tile_width: Columns of a tile.
         padding: Pixels at each tile edge used as context only; neighbouring tiles overlap
             by ``2 * padding``.
+        bounds: The raster's grid box, when the area is part of it: a tile longer than the
+            area then reads real pixels around it instead of nodata.
     """
-    rows = _axis_plan(area.height, tile_height, padding)
-    cols = _axis_plan(area.width, tile_width, padding)
+    room = bounds or area
+    rows = _axis_plan(
+        area.height, tile_height, padding, (area.row - room.row, room.row_end - area.row_end)
+    )
+    cols = _axis_plan(
+        area.width, tile_width, padding, (area.col - room.col, room.col_end - area.col_end)
+    )
     tiles = []
     for r, r0, r1 in rows:
         for c, c0, c1 in cols:
@@ -435,7 +454,9 @@ def _owned(dets: TileDetections, tile: Tile, grid: Grid, exclude_pad: bool) -> T
     keep &= (cx >= k.col) & (cx < k.col_end) & (cy >= k.row) & (cy < k.row_end)
     owned = dets.subset(keep)
     shift = np.array([tile.read.col, tile.read.row] * 2, dtype=np.float64)
-    owned.boxes = owned.boxes + shift
+    # nothing lies beyond the raster: boxes reaching into a tile's nodata fill are cut there
+    limits = np.array([grid.width, grid.height] * 2, dtype=np.float64)
+    owned.boxes = np.clip(owned.boxes + shift, 0, limits)
     if owned.shapes is not None:
         owned.shapes = [
             None if s is None else shapely.affinity.translate(s, tile.read.col, tile.read.row)

@@ -123,7 +123,7 @@ def prepare_run(
                 "give mask polygons over the raster (they are reprojected to its CRS)",
             )
     height, width = tile_shape(info, values)
-    tiles = plan_tiles(area, height, width, values.get("padding", 0))
+    tiles = plan_tiles(area, height, width, values.get("padding", 0), grid.box)
     job = InferenceJob(
         raster=source.spec,
         raster_name=source.name,
