@@ -63,4 +63,5 @@ def nms_cmd(
     out_console.print(
         f"Kept {result.kept} of {result.total} features{per_class}: {result.path}",
         highlight=False,
+        soft_wrap=True,
     )
