@@ -24,6 +24,8 @@ MONITORS = {
     "PRECISION": ("precision", "max"),
     "RECALL": ("recall", "max"),
 }
+VALIDATION_SEED = 1234
+"""Seed of the random sampling in detector validation losses (plus the batch index)."""
 TASK_METRICS = {
     "pixel": ("accuracy", "miou", "dice", "precision", "recall", "f1_score"),
     "detection": ("average_precision",),
@@ -217,9 +219,15 @@ class TrainingTask(L.LightningModule):
         if self.task in ("detection", "instance"):
             # torchvision detectors give losses only in training mode: use it without
             # updating batch-norm statistics, then predict in eval mode.
+            # The losses sample anchors and proposals at random: draw them from a generator
+            # seeded per batch, so that the validation loss varies only with the model and
+            # validation leaves the training draws alone.
             self.model.train()
             _batch_norms_frozen(self.model)
-            loss = self._loss(batch)
+            cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=cuda):
+                torch.manual_seed(VALIDATION_SEED + batch_idx)
+                loss = self._loss(batch)
             self.model.eval()
             outputs = self.model(list(images))
         else:
