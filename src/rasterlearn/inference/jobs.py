@@ -19,7 +19,14 @@ from rasterlearn.formats.emd import ModelDefinition
 from rasterlearn.geo.grid import Box
 from rasterlearn.geo.raster import RasterSource, open_raster_input
 from rasterlearn.geo.vector import load_mask
-from rasterlearn.inference.engine import Grid, InferenceJob, Tile, area_of_extent, plan_tiles
+from rasterlearn.inference.engine import (
+    Grid,
+    InferenceJob,
+    Tile,
+    area_of_extent,
+    cached_predictor,
+    plan_tiles,
+)
 from rasterlearn.inference.predictors import Predictor, resolve_model_arguments, tile_shape
 
 PROCESSING_MODES = ("PROCESS_AS_MOSAICKED_IMAGE", "PROCESS_ITEMS_SEPARATELY")
@@ -136,6 +143,37 @@ def prepare_run(
         model_version=model_version(model),
     )
     return PreparedRun(job, tiles, source, predictor, area)
+
+
+def prepare_runs(
+    in_raster: str | Path,
+    in_model_definition: str | Path | dict,
+    tasks: tuple[str, ...],
+    wrong_task_hint: tuple[str, str],
+    arguments: dict[str, Any] | None,
+    processing_mode: str,
+    processing_extent: Extent | None,
+    mask: str | Path | None,
+    cell_size: float | None,
+    device: str | None,
+) -> list[PreparedRun]:
+    """Open the model (once per process) and every input raster, and plan their tiles.
+
+    Raises:
+        ParameterError: when the model's task is not one of ``tasks``.
+        RasterLearnError: from :func:`prepare_run`.
+    """
+    model = model_text(in_model_definition)
+    predictor = cached_predictor(model, device, model_version(model))
+    if predictor.info.task not in tasks:
+        raise ParameterError(
+            f"the model is a {predictor.info.task} model, not {wrong_task_hint[0]}",
+            wrong_task_hint[1],
+        )
+    return [
+        prepare_run(s, predictor, model, arguments, processing_extent, mask, cell_size, device)
+        for s in open_inputs(in_raster, processing_mode)
+    ]
 
 
 def _grid_polygon(grid: Grid) -> shapely.Polygon:

@@ -19,15 +19,12 @@ import shapely
 from rasterlearn.errors import ParameterError
 from rasterlearn.geo.raster import bounded_gdal_cache
 from rasterlearn.geo.vector import vector_driver, write_vector
-from rasterlearn.inference.engine import Grid, cached_predictor, run_tiles
+from rasterlearn.inference.engine import Grid, run_tiles
 from rasterlearn.inference.jobs import (
     Extent,
     PreparedRun,
     cluster_client,
-    model_text,
-    model_version,
-    open_inputs,
-    prepare_run,
+    prepare_runs,
 )
 from rasterlearn.inference.nms import nms_boxes, nms_polygons
 from rasterlearn.inference.predictors import DETECTION, INSTANCE, TileDetections
@@ -96,18 +93,19 @@ def detect_objects(
         )
     if not confidence_score_field or not class_value_field:
         raise ParameterError("the confidence and class field names must not be empty", "")
-    model = model_text(in_model_definition)
-    predictor = cached_predictor(model, device, model_version(model))
-    if predictor.info.task not in (DETECTION, INSTANCE):
-        raise ParameterError(
-            f"the model is a {predictor.info.task} model, not an object detector",
-            "use classify-pixels or classify-objects with this model",
-        )
     separately = str(processing_mode).upper() == "PROCESS_ITEMS_SEPARATELY"
-    runs = [
-        prepare_run(s, predictor, model, arguments, processing_extent, mask, cell_size, device)
-        for s in open_inputs(in_raster, processing_mode)
-    ]
+    runs = prepare_runs(
+        in_raster,
+        in_model_definition,
+        (DETECTION, INSTANCE),
+        ("an object detector", "use classify-pixels or classify-objects with this model"),
+        arguments,
+        processing_mode,
+        processing_extent,
+        mask,
+        cell_size,
+        device,
+    )
     frames = []
     with cluster_client(cluster, scheduler) as client, bounded_gdal_cache():
         for run in runs:

@@ -10,15 +10,12 @@ from rasterlearn.errors import ParameterError
 from rasterlearn.formats.classified_raster import ClassifiedRasterWriter
 from rasterlearn.geo.grid import Box
 from rasterlearn.geo.raster import bounded_gdal_cache
-from rasterlearn.inference.engine import PixelResult, cached_predictor, run_tiles
+from rasterlearn.inference.engine import PixelResult, run_tiles
 from rasterlearn.inference.jobs import (
     Extent,
     PreparedRun,
     cluster_client,
-    model_text,
-    model_version,
-    open_inputs,
-    prepare_run,
+    prepare_runs,
 )
 from rasterlearn.inference.predictors import PIXEL
 from rasterlearn.outputs import staged_files
@@ -77,18 +74,18 @@ def classify_pixels(
     Raises:
         RasterLearnError: for anything the user can fix, before any output is written.
     """
-    model = model_text(in_model_definition)
-    predictor = cached_predictor(model, device, model_version(model))
-    if predictor.info.task != PIXEL:
-        raise ParameterError(
-            f"the model is a {predictor.info.task} model, not a pixel classifier",
-            "use detect-objects or classify-objects with this model",
-        )
-    sources = open_inputs(in_raster, processing_mode)
-    runs = [
-        prepare_run(s, predictor, model, arguments, processing_extent, mask, cell_size, device)
-        for s in sources
-    ]
+    runs = prepare_runs(
+        in_raster,
+        in_model_definition,
+        (PIXEL,),
+        ("a pixel classifier", "use detect-objects or classify-objects with this model"),
+        arguments,
+        processing_mode,
+        processing_extent,
+        mask,
+        cell_size,
+        device,
+    )
     targets = _targets(runs, out_classified_raster, out_classified_folder, processing_mode)
     with cluster_client(cluster, scheduler) as client, bounded_gdal_cache():
         for run, target in zip(runs, targets, strict=True):

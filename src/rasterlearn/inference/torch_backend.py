@@ -87,11 +87,15 @@ class TorchPredictor(Predictor):
         return [_detections(out, values, threshold, with_masks) for out in outputs]
 
     def _configure_postprocess(self, threshold: float, nms_overlap: float) -> None:
-        """Let the model's own post-processing keep what the arguments ask for."""
+        """Let the model's own post-processing keep what the arguments ask for.
+
+        Every setting is assigned from this call's arguments alone, so that a predictor
+        reused across runs gives the same detections as a freshly opened one.
+        """
         heads = [self.model, getattr(self.model, "roi_heads", None)]
         for head in (h for h in heads if h is not None):
             if hasattr(head, "score_thresh"):
-                head.score_thresh = min(float(head.score_thresh), threshold)
+                head.score_thresh = threshold
             if hasattr(head, "nms_thresh"):
                 head.nms_thresh = nms_overlap
             if hasattr(head, "detections_per_img"):
