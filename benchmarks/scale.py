@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from rasterlearn import export_training_data
+from rasterlearn.distributed import local_cluster
 from rasterlearn.inference.pixels import classify_pixels
 from rasterlearn.synthetic import make_scene
 from rasterlearn.train import train_deep_learning_model
@@ -54,14 +55,9 @@ def train_unet(root: Path, chip: int) -> Path:
 
 def run_on_cluster(raster: Path, root: Path, model: Path, workers: int) -> tuple[float, list]:
     """Seconds for classify-pixels on a warm LocalCluster, and each worker's peak RSS (MB)."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    with (
-        LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    with local_cluster(workers) as cluster, Client(cluster) as client:
         address = cluster.scheduler_address
         # a first run warms the workers (imports, model load), as in any long job
         classify_pixels(raster, root / f"warm{workers}.tif", model, scheduler=address)

@@ -160,6 +160,27 @@ def test_local_cluster_is_started_and_closed() -> None:
         assert client.status == "closed"
 
 
+_ENVIRON_KEYS = ("OMP_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_", "PYTHONHASHSEED")
+
+
+def _environ() -> dict[str, str | None]:
+    return {key: os.environ.get(key) for key in _ENVIRON_KEYS}
+
+
+def test_local_cluster_workers_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers run one thread with glibc's own memory settings; this process's environment
+    is left as it was (Dask's nanny writes its worker settings into it)."""
+    for key in _ENVIRON_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("PYTHONHASHSEED", "7")
+    before = _environ()
+    with dask_client("local:1") as client:
+        (worker,) = client.run(_environ).values()
+    assert worker["OMP_NUM_THREADS"] == "1"
+    assert worker["MALLOC_TRIM_THRESHOLD_"] is None
+    assert _environ() == before
+
+
 def _exit_process(block: int) -> None:
     os._exit(1)
 

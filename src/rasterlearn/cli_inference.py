@@ -33,6 +33,10 @@ CellSize = Annotated[float | None, typer.Option(help="Process at this cell size 
 Device = Annotated[
     str | None, typer.Option(help="cpu, cuda or cuda:N; default the GPU when there is one.")
 ]
+Workers = Annotated[
+    int | None,
+    typer.Option(help="CPU cores to use, each on its own batch (default: every core)."),
+]
 Cluster = Annotated[
     str | None, typer.Option(help="Run on a local Dask cluster of N worker processes: local:N.")
 ]
@@ -72,6 +76,7 @@ def classify_pixels_cmd(
     cell_size: CellSize = None,
     cog: Annotated[bool, typer.Option(help="Write a Cloud-Optimized GeoTIFF.")] = False,
     device: Device = None,
+    num_workers: Workers = None,
     cluster: Cluster = None,
     scheduler: Scheduler = None,
     overwrite: Overwrite = False,
@@ -91,6 +96,7 @@ def classify_pixels_cmd(
         cell_size=cell_size,
         cog=cog,
         device=device,
+        num_workers=num_workers,
         cluster=cluster,
         scheduler=scheduler,
         overwrite=overwrite,
@@ -117,6 +123,7 @@ def detect_objects_cmd(
     mask: MaskOpt = None,
     cell_size: CellSize = None,
     device: Device = None,
+    num_workers: Workers = None,
     cluster: Cluster = None,
     scheduler: Scheduler = None,
     overwrite: Overwrite = False,
@@ -139,6 +146,7 @@ def detect_objects_cmd(
         mask=mask,
         cell_size=cell_size,
         device=device,
+        num_workers=num_workers,
         cluster=cluster,
         scheduler=scheduler,
         overwrite=overwrite,

@@ -324,6 +324,7 @@ def bad_models(models, root: Path) -> dict[str, str]:
         ("no-crs", "no coordinate system"),
         ("detector-for-pixels", "not a pixel classifier"),
         ("bad-padding", "padding"),
+        ("no-workers", "num_workers must be at least 1"),
     ],
 )
 def test_bad_inputs_give_one_line_and_no_output(models, tmp_path, case, message):
@@ -335,6 +336,8 @@ def test_bad_inputs_give_one_line_and_no_output(models, tmp_path, case, message)
         args = ["--arg", "paddding=3"]
     if case == "bad-padding":
         args = ["--arg", "padding=40"]
+    if case == "no-workers":
+        args = ["--num-workers", "0"]
     if case == "detector-for-pixels":
         model = str(models.fcos)
     if case == "two-bands":
@@ -402,24 +405,27 @@ def test_a_killed_run_leaves_nothing_that_looks_finished(models, tmp_path):
 
 
 def test_cluster_output_equals_single_process_output(models, tmp_path):
+    """Bit for bit: a cluster, one lane and two lanes in this process give the same outputs."""
     raster = models.scene.raster_path
-    args = {"batch_size": 2}  # several blocks on 2 workers
-    one = classify_pixels(raster, tmp_path / "one.tif", models.unet, args)[0]
-    many = classify_pixels(raster, tmp_path / "many.tif", models.unet, args, cluster="local:2")[0]
-    assert one.read_bytes() == many.read_bytes()
-    assert (tmp_path / "one.tif.aux.xml").read_bytes() == (
-        tmp_path / "many.tif.aux.xml"
-    ).read_bytes()
-    a = gpd.read_file(detect_objects(raster, tmp_path / "one.gpkg", models.fcos, args))
-    b = gpd.read_file(
-        detect_objects(raster, tmp_path / "many.gpkg", models.fcos, args, cluster="local:2")
-    )
-    assert len(a) > 0 and len(a) == len(b)
-    assert a["Class"].equals(b["Class"])
-    # the same detections; worker processes may differ from this one in the last bits of
-    # float32 (seen only when other tests ran first in this process)
-    assert np.allclose(a["Confidence"], b["Confidence"], rtol=0, atol=1e-4)
-    assert all(x.equals_exact(y, 1e-4) for x, y in zip(a.geometry, b.geometry, strict=True))
+    args = {"batch_size": 2, "return_probability_raster": True}  # several blocks
+    threads = torch.get_num_threads()
+    runs = {"cluster": {"cluster": "local:2"}, "one": {"num_workers": 1}, "two": {"num_workers": 2}}
+    for name, how in runs.items():
+        classify_pixels(raster, tmp_path / f"{name}.tif", models.unet, args, **how)
+    assert torch.get_num_threads() == threads  # lanes leave this process's setting alone
+    for suffix in (".tif", ".tif.aux.xml", "_probability.tif"):
+        files = [(tmp_path / f"{name}{suffix}").read_bytes() for name in runs]
+        assert files[0] == files[1] == files[2], suffix
+    del args["return_probability_raster"]
+    found = [
+        gpd.read_file(detect_objects(raster, tmp_path / f"{name}.gpkg", models.fcos, args, **how))
+        for name, how in runs.items()
+    ]
+    assert len(found[0]) > 0
+    for other in found[1:]:
+        assert found[0]["Class"].equals(other["Class"])
+        assert found[0]["Confidence"].equals(other["Confidence"])
+        assert found[0].geometry.geom_equals_exact(other.geometry, tolerance=0).all()
 
 
 def test_pixel_space_model_on_an_image_without_georeference(models, tmp_path):

@@ -25,6 +25,7 @@ import math
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,12 +46,20 @@ from rasterlearn.inference.predictors import (
     Predictor,
     TileDetections,
     open_predictor,
+    set_torch_threads,
+    torch_threads,
 )
+from rasterlearn.parallel import ordered_map
 
 EDGE_MARGIN = 2
 """Detections within this many pixels of a tile edge are cut by it (``exclude_pad_detections``)."""
 
 PREFETCH_BATCHES = 2
+
+TARGET_BLOCKS = 64
+"""Blocks a job is cut into when it has enough tiles (see :func:`tiles_per_block`)."""
+
+MAX_BATCHES_PER_BLOCK = 8
 
 
 @dataclass(frozen=True)
@@ -149,6 +158,20 @@ def plan_tiles(
             keep = Box(area.row + r0, area.col + c0, r1 - r0, c1 - c0)
             tiles.append(Tile(len(tiles), read, keep))
     return tiles
+
+
+def tiles_per_block(n_tiles: int, batch_size: int) -> int:
+    """Tiles in a block: whole batches, the most that still make at least ``TARGET_BLOCKS``
+    blocks, from one to ``MAX_BATCHES_PER_BLOCK`` batches.
+
+    Many blocks keep every worker of a cluster busy to the end of a run (a few large blocks
+    leave workers idle while the last ones finish); whole batches of several tiles keep the
+    cost of a task small beside its forward passes. The size depends on the job only, never
+    on the workers, so every cluster forms the same blocks and batches as a run here.
+    """
+    batch = max(1, batch_size)
+    batches = n_tiles // (batch * TARGET_BLOCKS)
+    return batch * min(max(1, batches), MAX_BATCHES_PER_BLOCK)
 
 
 def blocks_of(tiles: list[Tile], tiles_per_block: int) -> list[list[Tile]]:
@@ -468,25 +491,65 @@ def _owned(dets: TileDetections, tile: Tile, grid: Grid, exclude_pad: bool) -> T
 def run_tiles(
     job: InferenceJob,
     tiles: list[Tile],
-    tiles_per_block: int,
     client: Any = None,
     on_progress: Callable[[int], None] | None = None,
+    lanes: int = 1,
 ) -> Iterator[PixelResult | TileDetections]:
     """Predict every tile, in plan order, in this process or on a Dask client's workers.
 
-    Both ways form the same blocks and batches, so their results are identical.
-    """
-    blocks = blocks_of(tiles, tiles_per_block)
-    if client is None:
-        yield from predict_blocks(job, blocks, on_progress)
-        return
-    from rasterlearn.distributed import map_blocks
+    Both ways form the same blocks and batches. A :attr:`~Predictor.concurrent` predictor
+    (PyTorch on the CPU) runs each forward pass on one thread, here on ``lanes`` threads side
+    by side as on workers, so the results are the same to the last bit however the blocks
+    are spread. Other predictors run one batch at a time here, with their own threads.
 
-    for block, results in zip(blocks, map_blocks(client, _block_results, blocks, job), strict=True):
-        yield from results
+    Args:
+        job: What to run.
+        tiles: The planned tiles.
+        client: A Dask client, or None to run in this process.
+        on_progress: Called with the number of tiles finished since the last call.
+        lanes: Batches predicted at once in this process (each holds one batch in memory).
+    """
+    blocks = blocks_of(tiles, tiles_per_block(len(tiles), int(job.arguments["batch_size"])))
+    if client is not None:
+        from rasterlearn.distributed import map_blocks
+
+        results = map_blocks(client, _block_results, blocks, job)
+    else:
+        _, predictor = open_job(job)
+        if not predictor.concurrent:
+            yield from predict_blocks(job, blocks, on_progress)
+            return
+        if lanes <= 1:
+            with torch_threads(1):
+                yield from predict_blocks(job, blocks, on_progress)
+            return
+        results = _in_lanes(job, blocks, lanes)
+    for block, block_results in zip(blocks, results, strict=True):
+        yield from block_results
         if on_progress is not None:
             on_progress(len(block))
 
 
+def _in_lanes(
+    job: InferenceJob, blocks: list[list[Tile]], lanes: int
+) -> Iterator[list[PixelResult | TileDetections]]:
+    """Block results from ``lanes`` threads of this process, in block order."""
+    with torch_threads(1):
+        yield from ordered_map(
+            _lane_pool(lanes), functools.partial(_block_results, job=job), blocks, 2 * lanes
+        )
+
+
+@functools.lru_cache(maxsize=1)
+def _lane_pool(lanes: int) -> ThreadPoolExecutor:
+    # Kept from run to run: a lane thread keeps its raster handles for the next blocks.
+    return ThreadPoolExecutor(lanes, thread_name_prefix="rasterlearn-lane")
+
+
 def _block_results(block: list[Tile], job: InferenceJob) -> list[PixelResult | TileDetections]:
+    _, predictor = open_job(job)
+    if predictor.concurrent:
+        # On a worker as in a lane: one thread per forward pass (see run_tiles). A worker
+        # process is the job's, so the setting is left for its next blocks.
+        set_torch_threads(1)
     return list(predict_blocks(job, [block], prefetch=False))

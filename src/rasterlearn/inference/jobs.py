@@ -28,6 +28,7 @@ from rasterlearn.inference.engine import (
     plan_tiles,
 )
 from rasterlearn.inference.predictors import Predictor, resolve_model_arguments, tile_shape
+from rasterlearn.parallel import default_workers
 
 PROCESSING_MODES = ("PROCESS_AS_MOSAICKED_IMAGE", "PROCESS_ITEMS_SEPARATELY")
 
@@ -180,6 +181,20 @@ def _grid_polygon(grid: Grid) -> shapely.Polygon:
     t = grid.transform
     w, h = grid.width, grid.height
     return shapely.Polygon([t @ c for c in ((0, 0), (w, 0), (w, h), (0, h))])
+
+
+def cpu_lanes(num_workers: int | None) -> int:
+    """Batches predicted at once in this process: ``num_workers``, else every core.
+
+    Raises:
+        ParameterError: for fewer than one.
+    """
+    if num_workers is not None and num_workers < 1:
+        raise ParameterError(
+            f"num_workers must be at least 1, got {num_workers}",
+            "give 1 or more, or leave it out to use every core",
+        )
+    return default_workers(num_workers)
 
 
 def cluster_client(cluster: str | None, scheduler: str | None) -> contextlib.AbstractContextManager:

@@ -24,14 +24,12 @@ from rasterlearn.inference.jobs import (
     Extent,
     PreparedRun,
     cluster_client,
+    cpu_lanes,
     prepare_runs,
 )
 from rasterlearn.inference.nms import nms_boxes, nms_polygons
 from rasterlearn.inference.predictors import DETECTION, INSTANCE, TileDetections
 from rasterlearn.progress import progress_bar
-
-TILES_PER_BLOCK_BATCHES = 4
-"""A block (the unit of work of a cluster worker) is this many batches of tiles."""
 
 
 def detect_objects(
@@ -48,6 +46,7 @@ def detect_objects(
     mask: str | Path | None = None,
     cell_size: float | None = None,
     device: str | None = None,
+    num_workers: int | None = None,
     cluster: str | None = None,
     scheduler: str | None = None,
     overwrite: bool = False,
@@ -75,6 +74,8 @@ def detect_objects(
         mask: Polygons outside which nothing is detected.
         cell_size: Detect on a grid of this cell size (map units).
         device: ``cpu``, ``cuda`` or ``cuda:N``; default the GPU when there is one.
+        num_workers: CPU cores to use in this process (default: every core); each predicts
+            its own batch, so memory grows with it. Without ``cluster``/``scheduler``.
         cluster: ``local:N`` to run on a local Dask cluster of N workers.
         scheduler: ``tcp://host:port`` of a running Dask scheduler.
         overwrite: Replace an existing output.
@@ -106,10 +107,11 @@ def detect_objects(
         cell_size,
         device,
     )
+    lanes = cpu_lanes(num_workers)
     frames = []
     with cluster_client(cluster, scheduler) as client, bounded_gdal_cache():
         for run in runs:
-            frame = _detect_one(run, client, progress)
+            frame = _detect_one(run, client, progress, lanes)
             if separately:
                 frame.insert(0, "Image", Path(run.source.name).name)
             frames.append(frame)
@@ -128,14 +130,15 @@ def detect_objects(
     return write_vector(result, out_detected_objects, overwrite)
 
 
-def _detect_one(run: PreparedRun, client: Any, progress: bool | None) -> gpd.GeoDataFrame:
+def _detect_one(
+    run: PreparedRun, client: Any, progress: bool | None, lanes: int
+) -> gpd.GeoDataFrame:
     job, info = run.job, run.predictor.info
-    tiles_per_block = int(job.arguments["batch_size"]) * TILES_PER_BLOCK_BATCHES
     found: list[TileDetections] = []
     with progress_bar(
         f"Detecting in {Path(run.source.name).name}", len(run.tiles), progress
     ) as advance:
-        for result in run_tiles(job, run.tiles, tiles_per_block, client, advance):
+        for result in run_tiles(job, run.tiles, client, advance, lanes):
             assert isinstance(result, TileDetections)
             if len(result):
                 found.append(result)

@@ -96,6 +96,10 @@ class OnnxPredictor(TorchPredictor):
             input.
     """
 
+    @property
+    def concurrent(self) -> bool:
+        return False  # onnxruntime runs its own threads over one batch
+
     def _load(self, definition: ModelDefinition) -> None:
         path = model_file(definition, "ONNX")
         self.session = inference_session(path, self.device)

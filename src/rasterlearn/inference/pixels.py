@@ -15,14 +15,12 @@ from rasterlearn.inference.jobs import (
     Extent,
     PreparedRun,
     cluster_client,
+    cpu_lanes,
     prepare_runs,
 )
 from rasterlearn.inference.predictors import PIXEL
 from rasterlearn.outputs import staged_files
 from rasterlearn.progress import progress_bar
-
-TILES_PER_BLOCK_BATCHES = 8
-"""A block (the unit of work of a cluster worker) is this many batches of tiles."""
 
 
 def classify_pixels(
@@ -37,6 +35,7 @@ def classify_pixels(
     cell_size: float | None = None,
     cog: bool = False,
     device: str | None = None,
+    num_workers: int | None = None,
     cluster: str | None = None,
     scheduler: str | None = None,
     overwrite: bool = False,
@@ -63,6 +62,8 @@ def classify_pixels(
         cell_size: Classify on a grid of this cell size (map units).
         cog: Write a Cloud-Optimized GeoTIFF (with overviews).
         device: ``cpu``, ``cuda`` or ``cuda:N``; default the GPU when there is one.
+        num_workers: CPU cores to use in this process (default: every core); each predicts
+            its own batch, so memory grows with it. Without ``cluster``/``scheduler``.
         cluster: ``local:N`` to run on a local Dask cluster of N workers.
         scheduler: ``tcp://host:port`` of a running Dask scheduler.
         overwrite: Replace existing outputs.
@@ -87,9 +88,10 @@ def classify_pixels(
         device,
     )
     targets = _targets(runs, out_classified_raster, out_classified_folder, processing_mode)
+    lanes = cpu_lanes(num_workers)
     with cluster_client(cluster, scheduler) as client, bounded_gdal_cache():
         for run, target in zip(runs, targets, strict=True):
-            _classify_one(run, target, cog, overwrite, progress, client)
+            _classify_one(run, target, cog, overwrite, progress, client, lanes)
     return targets
 
 
@@ -114,12 +116,12 @@ def _classify_one(
     overwrite: bool,
     progress: bool | None,
     client: Any,
+    lanes: int,
 ) -> None:
     job, info = run.job, run.predictor.info
     grid = job.grid
     with_probs = bool(job.arguments.get("return_probability_raster"))
     prob_target = target.with_name(target.stem + "_probability.tif")
-    tiles_per_block = int(job.arguments["batch_size"]) * TILES_PER_BLOCK_BATCHES
     with contextlib.ExitStack() as stack:
         path = stack.enter_context(staged_files(target, overwrite))
         area = run.area  # the output covers the processing area only
@@ -137,7 +139,7 @@ def _classify_one(
             stack.callback(prob_writer.close)
         label = f"Classifying {Path(run.source.name).name}"
         with progress_bar(label, len(run.tiles), progress) as advance:
-            for result in run_tiles(job, run.tiles, tiles_per_block, client, advance):
+            for result in run_tiles(job, run.tiles, client, advance, lanes):
                 assert isinstance(result, PixelResult)
                 box = Box(result.box.row - area.row, result.box.col - area.col, *result.box.shape)
                 writer.write(box, result.classes)

@@ -13,7 +13,9 @@ from the model definition.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,6 +257,17 @@ class Predictor:
     info: ModelInfo
     definition: ModelDefinition
 
+    @property
+    def concurrent(self) -> bool:
+        """Whether several threads may predict at once, each on one core.
+
+        The engine then runs every forward pass of this predictor on one thread, in this
+        process as on cluster workers, and spreads batches over threads instead. The float
+        results of a batch then never depend on how many threads or processes share the
+        work. False (the default) runs one batch at a time with the backend's own threads.
+        """
+        return False
+
     def configure(self, arguments: dict[str, Any]) -> None:
         """Take the run's resolved model arguments before the first prediction (backends
         whose model reads its own arguments, such as Python raster functions, override it)."""
@@ -334,6 +347,26 @@ def pick_device(device: str | None) -> str:
     if device != "cpu" and not device.startswith("cuda"):
         raise ParameterError(f"unknown device {device!r}", "give cpu, cuda or cuda:N")
     return device
+
+
+def set_torch_threads(threads: int) -> int:
+    """Set the threads torch's CPU operations use; returns the number used before."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads != before:
+        torch.set_num_threads(threads)
+    return before
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run torch's CPU operations on ``threads`` threads meanwhile (restored on exit)."""
+    before = set_torch_threads(threads)
+    try:
+        yield
+    finally:
+        set_torch_threads(before)
 
 
 def use_all_cpu_threads() -> None:

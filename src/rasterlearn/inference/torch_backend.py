@@ -45,6 +45,10 @@ class TorchPredictor(Predictor):
             use_all_cpu_threads()
         self._load(definition)
 
+    @property
+    def concurrent(self) -> bool:
+        return self.device.type == "cpu"
+
     def _load(self, definition: ModelDefinition) -> None:
         trained = load_trained_model(definition)
         self.normalizer = trained.normalizer
