@@ -24,14 +24,21 @@ def default_workers(requested: int | None = None) -> int:
 def ordered_map(
     pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], max_in_flight: int
 ) -> Iterator[R]:
-    """``map`` over a pool: results in input order, at most ``max_in_flight`` pending."""
+    """``map`` over a pool: results in input order, at most ``max_in_flight`` pending.
+
+    Tasks not yet started are cancelled when the caller stops early (or one raises).
+    """
     pending: deque[Future[R]] = deque()
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= max_in_flight:
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= max_in_flight:
+                yield pending.popleft().result()
+        while pending:
             yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
 
 
 class BoundedSubmitter:
