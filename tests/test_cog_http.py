@@ -1,8 +1,9 @@
-"""Cloud-native input: Export Training Data from a COG served over HTTP with range requests.
+"""Cloud-native input: export and inference from a COG served over HTTP with range requests.
 
 A real HTTP server (tests/conftest_http.py, its own process on loopback) serves a real COG;
-GDAL reads it through /vsicurl/. The export must be byte for byte the one from the local file,
-and GDAL must have fetched byte ranges, never the whole file in one response.
+GDAL reads it through /vsicurl/ (``https://`` URLs) or /vsis3/ (``s3://`` URLs, the server
+standing in for an S3 endpoint, path-style). Outputs must be byte for byte those from the local
+file, and GDAL must have fetched byte ranges, never the whole file in one response.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 import rasterio
 from typer.testing import CliRunner
 
-from rasterlearn import export_training_data
+from rasterlearn import classify_pixels, export_training_data, train_deep_learning_model
 from rasterlearn.cli import app
 from rasterlearn.errors import InputError
 from rasterlearn.synthetic import SyntheticScene
@@ -73,6 +74,88 @@ def test_url_export_matches_local_file(
     assert all(r.range is not None and r.status == 206 for r in gets), gets
     assert all(r.body_bytes < cog.stat().st_size for r in gets)
     assert {r.path for r in requests} == {"/scene.tif"}  # no side-car or directory probing
+
+
+def assert_read_by_ranges(range_server, cog: Path, paths: set[str]) -> None:
+    requests = range_server.log()
+    gets = [r for r in requests if r.method == "GET"]
+    assert gets, "GDAL read nothing from the server"
+    assert all(r.range is not None and r.status == 206 for r in gets), gets
+    assert all(r.body_bytes < cog.stat().st_size for r in gets)
+    assert {r.path for r in requests} == paths
+
+
+@pytest.fixture
+def s3_endpoint(range_server, gdal_http_env, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The range server as an S3 endpoint (unsigned, path-style, plain HTTP): bucket 'imagery'."""
+    (range_server.root / "imagery").mkdir()
+    monkeypatch.setenv("AWS_S3_ENDPOINT", range_server.base_url.removeprefix("http://"))
+    monkeypatch.setenv("AWS_HTTPS", "NO")
+    monkeypatch.setenv("AWS_VIRTUAL_HOSTING", "FALSE")
+    monkeypatch.setenv("AWS_NO_SIGN_REQUEST", "YES")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")  # no user profile gets in the way
+    return "imagery"
+
+
+def test_s3_url_export_matches_local_file(
+    scene: SyntheticScene, cog: Path, range_server, s3_endpoint: str, tmp_path: Path
+) -> None:
+    shutil.copy(cog, range_server.root / s3_endpoint / "scene.tif")
+    local = export_training_data(cog, tmp_path / "local", scene.polygons_path, **TILES)
+    remote = export_training_data(
+        f"s3://{s3_endpoint}/scene.tif", tmp_path / "remote", scene.polygons_path, **TILES
+    )
+    assert remote.num_chips == local.num_chips > 0
+    assert folder_bytes(tmp_path / "remote") == folder_bytes(tmp_path / "local")
+    assert_read_by_ranges(range_server, cog, {f"/{s3_endpoint}/scene.tif"})
+
+
+@pytest.fixture(scope="module")
+def unet(scene: SyntheticScene, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A UNET trained for one epoch (its quality does not matter here)."""
+    root = tmp_path_factory.mktemp("url-unet")
+    export_training_data(
+        scene.raster_path,
+        root / "chips",
+        scene.polygons_path,
+        metadata_format="Classified_Tiles",
+        tile_size_x=64,
+        tile_size_y=64,
+        stride_x=64,
+        stride_y=64,
+    )
+    result = train_deep_learning_model(
+        root / "chips",
+        root / "unet",
+        max_epochs=1,
+        model_type="UNET",
+        batch_size=16,
+        backbone_model="resnet18",
+        learning_rate=1e-3,
+        seed=1,
+    )
+    return result.emd
+
+
+def test_url_inference_matches_local_file_here_and_on_workers(
+    cog: Path, unet: Path, range_server, s3_endpoint: str, tmp_path: Path
+) -> None:
+    """Classify Pixels from an https URL and an s3 URL, in this process and on a local cluster
+    whose workers read their windows from the URL themselves: the local file's raster."""
+    shutil.copy(cog, range_server.root / "scene.tif")
+    shutil.copy(cog, range_server.root / s3_endpoint / "scene.tif")
+    (want,) = classify_pixels(cog, tmp_path / "local.tif", unet)
+    s3_url = f"s3://{s3_endpoint}/scene.tif"
+    for name, url in (("https", range_server.url("scene.tif")), ("s3", s3_url)):
+        (got,) = classify_pixels(url, tmp_path / f"{name}.tif", unet)
+        assert got.read_bytes() == want.read_bytes(), name
+    assert_read_by_ranges(range_server, cog, {"/scene.tif", f"/{s3_endpoint}/scene.tif"})
+    range_server.clear()
+    (got,) = classify_pixels(s3_url, tmp_path / "cluster.tif", unet, cluster="local:2")
+    assert got.read_bytes() == want.read_bytes()
+    # this process holds the file in GDAL's cache by now: what was fetched, workers fetched
+    assert_read_by_ranges(range_server, cog, {f"/{s3_endpoint}/scene.tif"})
 
 
 def test_small_extent_reads_part_of_the_file(

@@ -186,7 +186,7 @@ def dask_client(
 
 # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also turns off glibc's adaptive
 # mmap threshold: every large tensor of a forward pass is then mapped and unmapped anew, and
-# inference runs about a quarter slower (measured). Workers we start keep glibc's defaults.
+# inference runs slower (0.91x in benchmarks/scale.py). Workers we start keep glibc's defaults.
 _WORKER_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 # Dask's nanny sets its pre-spawn variables in the environment of the process that holds it
 # (this one, for a local cluster) before each worker start.
