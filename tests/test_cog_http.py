@@ -56,6 +56,17 @@ def test_fixture_serves_a_cog_by_ranges(cog: Path, range_server, gdal_http_env) 
         assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
 
 
+def assert_read_by_ranges(range_server, cog: Path, paths: set[str]) -> None:
+    """Every read was a byte range answered with 206, none got the whole file at once, and
+    only ``paths`` were asked for (no side-car or directory probing)."""
+    requests = range_server.log()
+    gets = [r for r in requests if r.method == "GET"]
+    assert gets, "GDAL read nothing from the server"
+    assert all(r.range is not None and r.status == 206 for r in gets), gets
+    assert all(r.body_bytes < cog.stat().st_size for r in gets)
+    assert {r.path for r in requests} == paths
+
+
 def test_url_export_matches_local_file(
     scene: SyntheticScene, cog: Path, range_server, gdal_http_env, tmp_path: Path
 ) -> None:
@@ -66,23 +77,7 @@ def test_url_export_matches_local_file(
     )
     assert remote.num_chips == local.num_chips > 0
     assert folder_bytes(tmp_path / "remote") == folder_bytes(tmp_path / "local")
-
-    requests = range_server.log()
-    gets = [r for r in requests if r.method == "GET"]
-    assert gets, "GDAL read nothing from the server"
-    # every read was a byte range answered with 206; no request got the whole file at once
-    assert all(r.range is not None and r.status == 206 for r in gets), gets
-    assert all(r.body_bytes < cog.stat().st_size for r in gets)
-    assert {r.path for r in requests} == {"/scene.tif"}  # no side-car or directory probing
-
-
-def assert_read_by_ranges(range_server, cog: Path, paths: set[str]) -> None:
-    requests = range_server.log()
-    gets = [r for r in requests if r.method == "GET"]
-    assert gets, "GDAL read nothing from the server"
-    assert all(r.range is not None and r.status == 206 for r in gets), gets
-    assert all(r.body_bytes < cog.stat().st_size for r in gets)
-    assert {r.path for r in requests} == paths
+    assert_read_by_ranges(range_server, cog, {"/scene.tif"})
 
 
 @pytest.fixture

@@ -188,15 +188,6 @@ def dask_client(
 # mmap threshold: every large tensor of a forward pass is then mapped and unmapped anew, and
 # inference runs slower (0.91x in benchmarks/scale.py). Workers we start keep glibc's defaults.
 _WORKER_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
-# Dask's nanny sets its pre-spawn variables in the environment of the process that holds it
-# (this one, for a local cluster) before each worker start.
-_NANNY_ENVIRON_KEYS = (
-    "MALLOC_TRIM_THRESHOLD_",
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "PYTHONHASHSEED",
-)
 
 
 @contextlib.contextmanager
@@ -228,7 +219,10 @@ def local_cluster(n_workers: int) -> Iterator[LocalCluster]:
     import dask
     from distributed import LocalCluster
 
-    with _environ_restored(_NANNY_ENVIRON_KEYS):
+    # Dask's nanny sets its pre-spawn variables (and PYTHONHASHSEED) in the environment of the
+    # process that holds it, this one for a local cluster, before each worker start.
+    nanny_keys = [*dask.config.get("distributed.nanny.pre-spawn-environ"), "PYTHONHASHSEED"]
+    with _environ_restored(nanny_keys):
         with dask.config.set(_WORKER_ENVIRON):
             cluster = LocalCluster(
                 n_workers=n_workers,

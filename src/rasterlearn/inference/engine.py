@@ -514,30 +514,30 @@ def run_tiles(
         from rasterlearn.distributed import map_blocks
 
         results = map_blocks(client, _block_results, blocks, job)
-    else:
-        _, predictor = open_job(job)
-        if not predictor.concurrent:
+        yield from _in_block_order(blocks, results, on_progress)
+        return
+    _, predictor = open_job(job)
+    if not predictor.concurrent:
+        yield from predict_blocks(job, blocks, on_progress)
+        return
+    with torch_threads(1):
+        if lanes <= 1:
             yield from predict_blocks(job, blocks, on_progress)
             return
-        if lanes <= 1:
-            with torch_threads(1):
-                yield from predict_blocks(job, blocks, on_progress)
-            return
-        results = _in_lanes(job, blocks, lanes)
+        work = functools.partial(_block_results, job=job)
+        results = ordered_map(_lane_pool(lanes), work, blocks, 2 * lanes)
+        yield from _in_block_order(blocks, results, on_progress)
+
+
+def _in_block_order(
+    blocks: list[list[Tile]],
+    results: Iterable[list[PixelResult | TileDetections]],
+    on_progress: Callable[[int], None] | None,
+) -> Iterator[PixelResult | TileDetections]:
     for block, block_results in zip(blocks, results, strict=True):
         yield from block_results
         if on_progress is not None:
             on_progress(len(block))
-
-
-def _in_lanes(
-    job: InferenceJob, blocks: list[list[Tile]], lanes: int
-) -> Iterator[list[PixelResult | TileDetections]]:
-    """Block results from ``lanes`` threads of this process, in block order."""
-    with torch_threads(1):
-        yield from ordered_map(
-            _lane_pool(lanes), functools.partial(_block_results, job=job), blocks, 2 * lanes
-        )
 
 
 @functools.lru_cache(maxsize=1)
