@@ -22,16 +22,16 @@ import numpy as np
 
 from rasterlearn import export_training_data
 from rasterlearn.inference.engine import Grid, plan_tiles, read_tile
-from rasterlearn.inference.objects import detect_objects
-from rasterlearn.inference.pixels import classify_pixels
 from rasterlearn.inference.predictors import open_predictor, resolve_model_arguments
 from rasterlearn.synthetic import make_scene
-from rasterlearn.train import train_deep_learning_model
+from rasterlearn.tools.classify_pixels import classify_pixels
+from rasterlearn.tools.detect_objects import detect_objects
+from rasterlearn.training.train import train_deep_learning_model
 
 RSS_CHILD = """
 import json, sys
-from rasterlearn.inference.pixels import classify_pixels
-from rasterlearn.inference.objects import detect_objects
+from rasterlearn.tools.classify_pixels import classify_pixels
+from rasterlearn.tools.detect_objects import detect_objects
 
 def peak_mb():
     for line in open("/proc/self/status"):

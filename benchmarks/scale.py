@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 from rasterlearn import export_training_data
-from rasterlearn.distributed import local_cluster
-from rasterlearn.inference.pixels import classify_pixels
-from rasterlearn.parallel import default_workers
+from rasterlearn.execution.dask import local_cluster
+from rasterlearn.execution.threads import default_workers
 from rasterlearn.synthetic import make_scene
-from rasterlearn.train import train_deep_learning_model
+from rasterlearn.tools.classify_pixels import classify_pixels
+from rasterlearn.training.train import train_deep_learning_model
 
 
 def worker_peak_mb() -> float:

@@ -2,8 +2,8 @@
 
 from typing import Any
 
-from rasterlearn.export import export_training_data
 from rasterlearn.formats.export_reader import read_export_folder
+from rasterlearn.tools.export_training_data import export_training_data
 
 __all__ = [
     "classify_objects",
@@ -19,28 +19,30 @@ __all__ = [
 __version__ = "0.1.0"
 
 _INFERENCE_TOOLS = {
-    "classify_pixels": "rasterlearn.inference.pixels",
-    "detect_objects": "rasterlearn.inference.objects",
-    "classify_objects": "rasterlearn.inference.classify_objects",
+    "classify_pixels": "rasterlearn.tools.classify_pixels",
+    "detect_objects": "rasterlearn.tools.detect_objects",
+    "classify_objects": "rasterlearn.tools.classify_objects",
 }
 
 
 def __getattr__(name: str) -> Any:
     # The training tool pulls in torch and Lightning: import it only when it is used.
     if name == "train_deep_learning_model":
-        from rasterlearn.train import train_deep_learning_model
+        from rasterlearn.training.train import train_deep_learning_model
 
         return train_deep_learning_model
     if name == "non_maximum_suppression":
-        from rasterlearn.nms_tool import non_maximum_suppression
+        from rasterlearn.tools.non_maximum_suppression import non_maximum_suppression
 
         return non_maximum_suppression
     if name == "compute_accuracy_for_object_detection":
-        from rasterlearn.accuracy.detection import compute_accuracy_for_object_detection
+        from rasterlearn.tools.compute_accuracy_for_object_detection import (
+            compute_accuracy_for_object_detection,
+        )
 
         return compute_accuracy_for_object_detection
     if name == "compute_pixel_accuracy":
-        from rasterlearn.accuracy.pixels import compute_pixel_accuracy
+        from rasterlearn.tools.compute_pixel_accuracy import compute_pixel_accuracy
 
         return compute_pixel_accuracy
     if name in _INFERENCE_TOOLS:

@@ -26,9 +26,9 @@ from rasterlearn.data.datasets import (
 from rasterlearn.data.merge import TrainingData
 from rasterlearn.data.normalization import Normalizer
 from rasterlearn.errors import InputError, ParameterError
-from rasterlearn.export import export_training_data
 from rasterlearn.formats.chips import ClassInfo
 from rasterlearn.synthetic import make_scene
+from rasterlearn.tools.export_training_data import export_training_data
 
 TILE = 64
 FORMATS = (

@@ -21,10 +21,10 @@ from rasterlearn.data.normalization import (
     usable_bands,
     uses_imagenet_stats,
 )
-from rasterlearn.export import export_training_data
 from rasterlearn.formats.export_reader import read_export_folder
 from rasterlearn.geo.stats import BandStats
 from rasterlearn.synthetic import make_scene
+from rasterlearn.tools.export_training_data import export_training_data
 
 EIGHT_KEYS = {
     "band_min_values",

@@ -27,11 +27,8 @@ from rasterlearn.data.normalization import NormalizationStats, Normalizer
 from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.formats.dlpk import create_dlpk
 from rasterlearn.formats.emd import PRO_FUNCTIONS_PREFIX, ModelDefinition
-from rasterlearn.inference.classify_objects import classify_objects
-from rasterlearn.inference.export_model import export_model
-from rasterlearn.inference.objects import detect_objects
+from rasterlearn.inference.model_export import export_model
 from rasterlearn.inference.onnx_backend import OnnxPredictor
-from rasterlearn.inference.pixels import classify_pixels
 from rasterlearn.inference.predictors import (
     TileDetections,
     open_predictor,
@@ -41,6 +38,9 @@ from rasterlearn.inference.raster_function import RasterFunctionPredictor
 from rasterlearn.inference.torch_backend import TorchPredictor
 from rasterlearn.inference.torchscript_backend import TorchScriptPredictor
 from rasterlearn.models import build_model, model_spec
+from rasterlearn.tools.classify_objects import classify_objects
+from rasterlearn.tools.classify_pixels import classify_pixels
+from rasterlearn.tools.detect_objects import detect_objects
 
 runner = CliRunner()
 

@@ -18,7 +18,10 @@ import rasterlearn
 from rasterlearn.cli import app
 from rasterlearn.errors import InputError, OutputError, ParameterError
 from rasterlearn.inference.nms import _candidate_pairs, nms_boxes, nms_polygons
-from rasterlearn.nms_tool import non_maximum_suppression, run_non_maximum_suppression
+from rasterlearn.tools.non_maximum_suppression import (
+    non_maximum_suppression,
+    run_non_maximum_suppression,
+)
 
 CRS = "EPSG:32617"
 

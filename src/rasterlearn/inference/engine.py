@@ -36,6 +36,7 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from rasterlearn.errors import InputError, ParameterError
+from rasterlearn.execution.threads import ordered_map
 from rasterlearn.geo.grid import Box
 from rasterlearn.geo.raster import RasterInfo, RasterSource
 from rasterlearn.inference import tta
@@ -49,7 +50,6 @@ from rasterlearn.inference.predictors import (
     set_torch_threads,
     torch_threads,
 )
-from rasterlearn.parallel import ordered_map
 
 EDGE_MARGIN = 2
 """Detections within this many pixels of a tile edge are cut by it (``exclude_pad_detections``)."""
@@ -511,7 +511,7 @@ def run_tiles(
     """
     blocks = blocks_of(tiles, tiles_per_block(len(tiles), int(job.arguments["batch_size"])))
     if client is not None:
-        from rasterlearn.distributed import map_blocks
+        from rasterlearn.execution.dask import map_blocks
 
         results = map_blocks(client, _block_results, blocks, job)
         yield from _in_block_order(blocks, results, on_progress)

@@ -15,6 +15,7 @@ from typing import Any
 import shapely
 
 from rasterlearn.errors import InputError, ParameterError
+from rasterlearn.execution.threads import default_workers
 from rasterlearn.formats.emd import ModelDefinition
 from rasterlearn.geo.grid import Box
 from rasterlearn.geo.raster import RasterSource, open_raster_input
@@ -28,7 +29,6 @@ from rasterlearn.inference.engine import (
     plan_tiles,
 )
 from rasterlearn.inference.predictors import Predictor, resolve_model_arguments, tile_shape
-from rasterlearn.parallel import default_workers
 
 PROCESSING_MODES = ("PROCESS_AS_MOSAICKED_IMAGE", "PROCESS_ITEMS_SEPARATELY")
 
@@ -201,6 +201,6 @@ def cluster_client(cluster: str | None, scheduler: str | None) -> contextlib.Abs
     """A Dask client for ``cluster``/``scheduler``, or nothing (run in this process)."""
     if cluster is None and scheduler is None:
         return contextlib.nullcontext()
-    from rasterlearn.distributed import dask_client
+    from rasterlearn.execution.dask import dask_client
 
     return dask_client(cluster, scheduler)

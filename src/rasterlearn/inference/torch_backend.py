@@ -18,7 +18,7 @@ from rasterlearn.inference.predictors import (
     pick_device,
     use_all_cpu_threads,
 )
-from rasterlearn.trained_model import load_trained_model
+from rasterlearn.models.trained import load_trained_model
 
 MASK_THRESHOLD = 0.5
 """Mask probability above which a pixel belongs to an instance."""

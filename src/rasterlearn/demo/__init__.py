@@ -1,0 +1,1 @@
+"""The main job on the bundled NEON sample: export, train, infer, score, report."""

@@ -1,0 +1,1 @@
+"""Export Training Data internals: settings, chip plans, cutting, class data, distributed runs."""

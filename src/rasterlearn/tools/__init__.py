@@ -1,0 +1,1 @@
+"""The tools: one module per tool, each declaring its parameters once."""

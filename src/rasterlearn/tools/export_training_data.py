@@ -1,0 +1,345 @@
+"""Export Training Data For Deep Learning: imagery + labels -> chips in ArcGIS's folder layout."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import shapely
+
+from rasterlearn.errors import InputError, ParameterError, RasterLearnError
+from rasterlearn.execution.dask import (
+    dask_client,
+    parse_cluster,
+)
+from rasterlearn.execution.threads import BoundedSubmitter, default_workers, ordered_map
+from rasterlearn.export.class_data import class_table, load_class_data
+from rasterlearn.export.cut import ChipCutter
+from rasterlearn.export.distributed import ExportJob, SourceSpec, write_chips_distributed
+from rasterlearn.export.plan import ChipPlan, plan_chips
+from rasterlearn.export.settings import (
+    CROP_MODES,
+    PROCESSING_MODES,
+    REFERENCE_SYSTEMS,
+    ExportSettings,
+    choice,
+    rotation_angles,
+)
+from rasterlearn.formats.chip_images import chip_image_format
+from rasterlearn.formats.chips import (
+    ACCUMULATED_STATS_FILE,
+    EMD_FILE,
+    STATS_FILE,
+    ChipGeoref,
+    ClassInfo,
+    ExportWriter,
+    accumulated_stats,
+    training_emd,
+    write_json,
+)
+from rasterlearn.formats.metadata_formats import metadata_format as _metadata_format
+from rasterlearn.geo.raster import (
+    RasterInfo,
+    RasterSource,
+    bounded_gdal_cache,
+    open_raster_input,
+)
+from rasterlearn.geo.vector import FeatureSet, load_mask
+from rasterlearn.outputs import atomic_output
+from rasterlearn.progress import progress_bar
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What an export wrote.
+
+    Attributes:
+        out_folder: The export folder.
+        metadata_format: Its ``MetaDataMode``.
+        num_chips: Number of image chips.
+        num_features: Number of labelled objects over all chips (0 for pixel formats).
+        classes: The class table.
+    """
+
+    out_folder: Path
+    metadata_format: str
+    num_chips: int
+    num_features: int
+    classes: list[ClassInfo]
+
+
+def export_training_data(
+    in_raster: str | Path,
+    out_folder: str | Path,
+    in_class_data: str | Path | None = None,
+    image_chip_format: str = "TIFF",
+    tile_size_x: int = 256,
+    tile_size_y: int = 256,
+    stride_x: int = 128,
+    stride_y: int = 128,
+    output_nofeature_tiles: bool = False,
+    metadata_format: str = "PASCAL_VOC_rectangles",
+    class_value_field: str | None = None,
+    buffer_radius: float = 0.0,
+    in_mask_polygons: str | Path | None = None,
+    rotation_angle: float = 0.0,
+    reference_system: str = "MAP_SPACE",
+    processing_mode: str = "PROCESS_AS_MOSAICKED_IMAGE",
+    blacken_around_feature: bool = False,
+    crop_mode: str = "FIXED_SIZE",
+    min_polygon_overlap_ratio: float = 0.0,
+    extent: tuple[float, float, float, float] | None = None,
+    cell_size: float | None = None,
+    max_nodata_fraction: float = 1.0,
+    overwrite: bool = False,
+    num_workers: int | None = None,
+    progress: bool | None = None,
+    cluster: str | None = None,
+    scheduler: str | None = None,
+) -> ExportResult:
+    """Export Training Data For Deep Learning: cut image chips and labels in ArcGIS's layout.
+
+    Parameters follow ArcGIS's tool (names in snake_case, same defaults).
+
+    Args:
+        in_raster: Raster file, VRT, URL or folder of rasters.
+        out_folder: Output folder; must be empty or missing unless ``overwrite``.
+        in_class_data: Labelled features (polygons, or points/lines with ``buffer_radius``),
+            a classified raster, or a folder of classified rasters.
+        image_chip_format: ``TIFF``, ``PNG`` or ``JPEG`` (PNG/JPEG: at most 3 bands of 8-bit data).
+        tile_size_x: Chip width in pixels.
+        tile_size_y: Chip height in pixels.
+        stride_x: Horizontal step between chips in pixels.
+        stride_y: Vertical step between chips in pixels.
+        output_nofeature_tiles: Also write chips that contain no labels (``ALL_TILES``).
+        metadata_format: ``PASCAL_VOC_rectangles``, ``KITTI_rectangles``, ``Classified_Tiles``,
+            ``RCNN_Masks``, ``Labeled_Tiles``, ``MultiLabeled_Tiles``, ``Imagenet`` or
+            ``Export_Tiles``.
+        class_value_field: Integer class field; default ``value``/``classvalue``, else one class.
+        buffer_radius: Buffer around features, in the features' map units.
+        in_mask_polygons: Only chips lying completely inside these polygons are written.
+        rotation_angle: Also write chips rotated by multiples of this angle (degrees).
+        reference_system: ``MAP_SPACE`` or ``PIXEL_SPACE`` (recorded as ``ImageSpaceUsed``).
+        processing_mode: For folders: ``PROCESS_AS_MOSAICKED_IMAGE`` or
+            ``PROCESS_ITEMS_SEPARATELY``.
+        blacken_around_feature: Labeled_Tiles: zero the pixels outside the feature.
+        crop_mode: Labeled_Tiles/Imagenet: ``FIXED_SIZE`` chips centred on the feature, or
+            ``BOUNDING_BOX`` chips cropped to it.
+        min_polygon_overlap_ratio: Drop a feature from a chip when less than this fraction of
+            it lies inside the chip.
+        extent: Processing extent ``(xmin, ymin, xmax, ymax)`` in the raster's coordinates.
+        cell_size: Resample the raster to this cell size on read.
+        max_nodata_fraction: Skip chips with a larger fraction of nodata pixels; chips that are
+            entirely nodata are always skipped.
+        overwrite: Replace an existing output folder.
+        num_workers: Threads to use (default: every core); without ``cluster``/``scheduler``.
+        progress: Show a progress bar (default: on terminals).
+        cluster: ``local:N`` runs the export on a local Dask cluster of N worker processes.
+        scheduler: ``tcp://HOST:PORT`` runs it on a running Dask cluster, whose workers must
+            reach the input raster (same path or URL) and write to the output folder's parent.
+            Either way the output is byte for byte that of a run in this process.
+
+    Returns:
+        What was written.
+
+    Raises:
+        RasterLearnError: for any input or parameter the user must fix; nothing is left behind.
+    """
+    fmt = _metadata_format(metadata_format)
+    for name, value in (
+        ("tile_size_x", tile_size_x),
+        ("tile_size_y", tile_size_y),
+        ("stride_x", stride_x),
+        ("stride_y", stride_y),
+    ):
+        if int(value) <= 0:
+            raise ParameterError(
+                f"{name} must be a positive number of pixels, got {value}", "use e.g. 256"
+            )
+    if not 0 <= min_polygon_overlap_ratio <= 1:
+        raise ParameterError("min_polygon_overlap_ratio must be between 0 and 1", "use e.g. 0.5")
+    if not 0 <= max_nodata_fraction <= 1:
+        raise ParameterError("max_nodata_fraction must be between 0 and 1", "use e.g. 0.5")
+    if cell_size is not None and cell_size <= 0:
+        raise ParameterError(f"cell size must be positive, got {cell_size}", "give it in map units")
+    if fmt.needs_class_data and in_class_data is None:
+        raise ParameterError(f"metadata format {fmt.keyword} needs class data", "give --class-data")
+    parse_cluster(cluster, scheduler)
+    settings = ExportSettings(
+        fmt=fmt,
+        chip_format=chip_image_format(image_chip_format),
+        tile_height=int(tile_size_y),
+        tile_width=int(tile_size_x),
+        stride_y=int(stride_y),
+        stride_x=int(stride_x),
+        angles=rotation_angles(rotation_angle),
+        output_nofeature_tiles=output_nofeature_tiles,
+        class_value_field=class_value_field,
+        buffer_radius=float(buffer_radius or 0.0),
+        reference_system=choice(reference_system, REFERENCE_SYSTEMS, "reference system"),
+        processing_mode=choice(processing_mode, PROCESSING_MODES, "processing mode"),
+        blacken_around_feature=blacken_around_feature,
+        crop_mode=choice(crop_mode, CROP_MODES, "crop mode"),
+        min_polygon_overlap_ratio=float(min_polygon_overlap_ratio),
+        extent=tuple(extent) if extent is not None else None,
+        cell_size=cell_size,
+        max_nodata_fraction=float(max_nodata_fraction),
+        overwrite=overwrite,
+        num_workers=num_workers,
+        progress=progress,
+    )
+    with bounded_gdal_cache():
+        return _export(
+            in_raster, out_folder, in_class_data, in_mask_polygons, settings, (cluster, scheduler)
+        )
+
+
+def _export(
+    in_raster: str | Path,
+    out_folder: str | Path,
+    in_class_data: str | Path | None,
+    in_mask_polygons: str | Path | None,
+    s: ExportSettings,
+    where: tuple[str | None, str | None] = (None, None),
+) -> ExportResult:
+    separately = s.processing_mode == "PROCESS_ITEMS_SEPARATELY"
+    sources = open_raster_input(in_raster, separately, s.cell_size)
+    class_source = None
+    try:
+        first = sources[0].info
+        for src in sources:
+            s.chip_format.check(src.info.count, src.info.dtype)
+            if (src.info.count, src.info.dtype) != (first.count, first.dtype):
+                raise InputError(
+                    f"{src.name} has {src.info.count} {src.info.dtype} bands, "
+                    f"unlike {sources[0].name}",
+                    "export rasters of one band layout together",
+                )
+            if src.info.height < s.tile_height or src.info.width < s.tile_width:
+                raise ParameterError(
+                    f"tile size {s.tile_width} x {s.tile_height} is larger than raster "
+                    f"{src.name} ({src.info.width} x {src.info.height} px)",
+                    "use a smaller --tile-size-x/--tile-size-y",
+                )
+        features, class_source = load_class_data(in_class_data, first, s)
+        mask = load_mask(in_mask_polygons, first.crs) if in_mask_polygons is not None else None
+        classes = class_table(features, class_source)
+        return _run_export(sources, out_folder, s, features, class_source, classes, mask, where)
+    finally:
+        for src in sources:
+            src.close()
+        if class_source is not None:
+            class_source.close()
+
+
+def _run_export(
+    sources: list[RasterSource],
+    out_folder: str | Path,
+    s: ExportSettings,
+    features: FeatureSet | None,
+    class_source: RasterSource | None,
+    classes: list[ClassInfo],
+    mask: shapely.Geometry | None,
+    where: tuple[str | None, str | None] = (None, None),
+) -> ExportResult:
+    plans_per_source = []
+    skipped: list[RasterLearnError] = []
+    for src in sources:
+        try:
+            plans_per_source.append(plan_chips(src, s, features, mask))
+        except (InputError, ParameterError) as err:
+            if len(sources) == 1:
+                raise
+            skipped.append(err)  # an item outside the features or extent adds no chips
+            plans_per_source.append([])
+    total = sum(len(p) for p in plans_per_source)
+    if total == 0 and skipped:
+        raise skipped[0]
+    if total == 0:
+        raise InputError(
+            "no chip fits inside the mask polygons and the extent",
+            "check --mask-polygons and --extent",
+        )
+    first = sources[0].info
+    with (
+        atomic_output(out_folder, overwrite=s.overwrite, folder=True) as tmp,
+        dask_client(*where) as client,
+    ):
+        writer = ExportWriter(tmp, s.fmt, s.chip_format, classes)
+        with progress_bar("Exporting chips", total, s.progress) as advance:
+            if client is None:
+                _write_chips(writer, sources, plans_per_source, s, features, class_source, advance)
+            else:
+                job = ExportJob(
+                    token=uuid.uuid4().hex,
+                    folder=tmp,
+                    settings=s,
+                    sources=tuple(SourceSpec.of(src) for src in sources),
+                    features=features,
+                    class_source=SourceSpec.of(class_source) if class_source else None,
+                    classes=tuple(classes),
+                )
+                write_chips_distributed(client, writer, job, plans_per_source, advance)
+        if writer.num_chips == 0:
+            raise InputError(
+                "no chip was written: no tile holds labelled features with enough valid pixels",
+                "check the class data overlaps the raster's valid pixels, "
+                "or pass --output-nofeature-tiles",
+            )
+        _write_metadata(tmp, writer, first, s)
+    return ExportResult(
+        Path(out_folder), s.fmt.keyword, writer.num_chips, writer.num_features, classes
+    )
+
+
+def _write_chips(
+    writer: ExportWriter,
+    sources: list[RasterSource],
+    plans_per_source: list[list[ChipPlan]],
+    s: ExportSettings,
+    features: FeatureSet | None,
+    class_source: RasterSource | None,
+    advance: Callable[[int], None],
+) -> None:
+    """Cut and write every chip in this process, on a pool of threads."""
+    workers = default_workers(s.num_workers)
+    with ThreadPoolExecutor(workers) as pool:
+        submitter = BoundedSubmitter(pool, 2 * workers)
+        index = 0
+        for src, plans in zip(sources, plans_per_source, strict=True):
+            cutter = ChipCutter(src, s, features, class_source)
+            for chip in ordered_map(pool, cutter, plans, 2 * workers):
+                advance(1)
+                if chip is None:
+                    continue
+                georef = ChipGeoref(chip.transform, src.info.crs, src.info.nodata)
+                submitter.submit(writer.write_chip, index, chip.data, georef, chip.labels)
+                writer.count_chip(chip.labels, chip.band_stats)
+                index += 1
+        submitter.wait()
+
+
+def _write_metadata(
+    folder: Path, writer: ExportWriter, info: RasterInfo, s: ExportSettings
+) -> None:
+    writer.write_map()
+    (folder / STATS_FILE).write_text(writer.stats_text(info.count, s.tile_height, s.tile_width))
+    write_json(
+        folder / ACCUMULATED_STATS_FILE,
+        accumulated_stats(writer, info.count, s.tile_height, s.tile_width),
+    )
+    emd = training_emd(
+        writer,
+        s.tile_height,
+        s.tile_width,
+        s.reference_system,
+        info.band_names,
+        info.cell_size if info.crs is not None else None,
+        info.crs,
+        "Fixed_Size" if s.crop_mode == "FIXED_SIZE" else "Variable_Size",
+        s.blacken_around_feature,
+    )
+    write_json(folder / EMD_FILE, emd)
