@@ -1,9 +1,7 @@
 """rasterlearn: deep learning on geospatial imagery, interoperable with ArcGIS Image Analyst."""
 
+import importlib
 from typing import Any
-
-from rasterlearn.formats.export_reader import read_export_folder
-from rasterlearn.tools.export_training_data import export_training_data
 
 __all__ = [
     "classify_objects",
@@ -18,35 +16,9 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-_INFERENCE_TOOLS = {
-    "classify_pixels": "rasterlearn.tools.classify_pixels",
-    "detect_objects": "rasterlearn.tools.detect_objects",
-    "classify_objects": "rasterlearn.tools.classify_objects",
-}
-
 
 def __getattr__(name: str) -> Any:
-    # The training tool pulls in torch and Lightning: import it only when it is used.
-    if name == "train_deep_learning_model":
-        from rasterlearn.training.train import train_deep_learning_model
-
-        return train_deep_learning_model
-    if name == "non_maximum_suppression":
-        from rasterlearn.tools.non_maximum_suppression import non_maximum_suppression
-
-        return non_maximum_suppression
-    if name == "compute_accuracy_for_object_detection":
-        from rasterlearn.tools.compute_accuracy_for_object_detection import (
-            compute_accuracy_for_object_detection,
-        )
-
-        return compute_accuracy_for_object_detection
-    if name == "compute_pixel_accuracy":
-        from rasterlearn.tools.compute_pixel_accuracy import compute_pixel_accuracy
-
-        return compute_pixel_accuracy
-    if name in _INFERENCE_TOOLS:
-        import importlib
-
-        return getattr(importlib.import_module(_INFERENCE_TOOLS[name]), name)
+    # Each tool is imported when it is first used, so `import rasterlearn` stays light.
+    if name in __all__:
+        return getattr(importlib.import_module(f"rasterlearn.tools.{name}"), name)
     raise AttributeError(f"module 'rasterlearn' has no attribute {name!r}")

@@ -80,3 +80,20 @@ def atomic_outputs(paths: list[Path], overwrite: bool) -> Iterator[list[Path]]:
     check_outputs(paths, overwrite)
     with contextlib.ExitStack() as stack:
         yield [stack.enter_context(atomic_output(p, overwrite=overwrite)) for p in paths]
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return "" if value != value else f"{value:.3f}"
+    return str(value)
+
+
+def text_table(rows: list[list[object]], header: list[str]) -> list[str]:
+    """A plain aligned table as lines (first column left, the others right)."""
+    cells = [header, *[[_cell(v) for v in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = []
+    for row in cells:
+        rest = [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+        lines.append("  ".join([row[0].ljust(widths[0]), *rest]).rstrip())
+    return lines

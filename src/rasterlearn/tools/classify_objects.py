@@ -27,6 +27,15 @@ from rasterlearn.inference.predictors import (
     resolve_model_arguments,
 )
 from rasterlearn.progress import progress_bar
+from rasterlearn.tools.declaration import INPUT, Parameter, declare
+from rasterlearn.tools.parameters import (
+    DEVICE,
+    IN_MODEL_DEFINITION,
+    IN_RASTER,
+    OVERWRITE,
+    PROCESSING_MODE,
+    output,
+)
 
 
 def classify_objects(
@@ -46,21 +55,6 @@ def classify_objects(
     Chips are cut as the model was trained (its ``.emd``): ``CropSizeFixed`` 1 cuts a chip of
     the model's size centred on the feature, 0 the feature's bounding box resampled to the
     model's size; ``BlackenAroundFeature`` 1 sets the pixels outside the feature to 0.
-
-    Args:
-        in_raster: Raster, VRT, URL or folder of rasters.
-        out_feature_class: Output features: the input features and fields, plus
-            ``class_label_field`` (class name) and ``Confidence`` (0-1). Multi-label models
-            write ``;``-joined labels and confidences.
-        in_model_definition: ``.emd`` path, ``.dlpk`` or the emd's JSON text.
-        in_features: Features to classify; without them each raster is one object (its
-            footprint).
-        class_label_field: Name of the label field.
-        processing_mode: ``PROCESS_AS_MOSAICKED_IMAGE`` or ``PROCESS_ITEMS_SEPARATELY``.
-        model_arguments: ``batch_size``, ``threshold`` (multi-label), ``test_time_augmentation``.
-        device: ``cpu``, ``cuda`` or ``cuda:N``.
-        overwrite: Replace an existing output.
-        progress: Show a progress bar (default: on terminals).
 
     Returns:
         The output path.
@@ -197,3 +191,55 @@ def _predict(
     if not info.multi_label:
         confidences = [np.nan if c is None else c for c in confidences]
     return labels, confidences
+
+
+def _report(path: Path) -> list[str]:
+    return [f"Classified objects: {path}"]
+
+
+TOOL = declare(
+    classify_objects,
+    label="Classify Objects Using Deep Learning",
+    rest_name="ClassifyObjectsUsingDeepLearning",
+    command="classify-objects",
+    parameters=[
+        IN_RASTER,
+        output(
+            "out_feature_class",
+            "file",
+            "Output features: the input features and fields, plus the label field (class name) "
+            "and Confidence (0-1). Multi-label models write ;-joined labels and confidences.",
+            "Output Classified Objects Feature Class",
+            "outputFeatureClass",
+        ),
+        IN_MODEL_DEFINITION,
+        Parameter(
+            "in_features",
+            "features",
+            "Features to classify; without them each raster is one object (its footprint).",
+            INPUT,
+            label="Input Features",
+            rest_name="inputFeatures",
+        ),
+        Parameter(
+            "class_label_field",
+            "string",
+            "Name of the label field written.",
+            label="Class Label Field",
+        ),
+        PROCESSING_MODE,
+        Parameter(
+            "model_arguments",
+            "key_values",
+            "Model arguments NAME=VALUE (batch_size, threshold for multi-label models, "
+            "test_time_augmentation).",
+            label="Model Arguments",
+            rest_name="modelArguments",
+            flag="--arg",
+        ),
+        DEVICE,
+        OVERWRITE,
+    ],
+    report=_report,
+    python_only=("progress",),
+)

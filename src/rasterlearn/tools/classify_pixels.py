@@ -21,6 +21,21 @@ from rasterlearn.inference.jobs import (
 from rasterlearn.inference.predictors import PIXEL
 from rasterlearn.outputs import staged_files
 from rasterlearn.progress import progress_bar
+from rasterlearn.tools.declaration import OUTPUT, Parameter, declare
+from rasterlearn.tools.parameters import (
+    CELL_SIZE,
+    CLUSTER,
+    DEVICE,
+    IN_MODEL_DEFINITION,
+    IN_RASTER,
+    MASK,
+    NUM_WORKERS,
+    OVERWRITE,
+    PROCESSING_EXTENT,
+    PROCESSING_MODE,
+    SCHEDULER,
+    output,
+)
 
 
 def classify_pixels(
@@ -46,28 +61,6 @@ def classify_pixels(
     The raster is cut into tiles of the model's chip size overlapping by twice the padding;
     each tile's padded margin is dropped, so the result has no seams. The output holds the
     model's class values, nodata where the input is nodata, a colour table and class names.
-
-    Args:
-        in_raster: Raster, VRT, URL or folder of rasters.
-        out_classified_raster: Output GeoTIFF (``.tif``). With ``return_probability_raster``
-            a float32 ``<name>_probability.tif`` with one band a class is written beside it.
-        in_model_definition: ``.emd`` path, ``.dlpk`` or the emd's JSON text.
-        arguments: Model arguments (``padding``, ``batch_size``, ``predict_background``,
-            ``test_time_augmentation``, ``merge_policy``, ``return_probability_raster``).
-        processing_mode: ``PROCESS_AS_MOSAICKED_IMAGE`` (a folder is one mosaic) or
-            ``PROCESS_ITEMS_SEPARATELY`` (one output per raster in ``out_classified_folder``).
-        out_classified_folder: Output folder for ``PROCESS_ITEMS_SEPARATELY``.
-        processing_extent: ``(xmin, ymin, xmax, ymax)`` in the raster's CRS.
-        mask: Polygons outside which nothing is classified (nodata).
-        cell_size: Classify on a grid of this cell size (map units).
-        cog: Write a Cloud-Optimized GeoTIFF (with overviews).
-        device: ``cpu``, ``cuda`` or ``cuda:N``; default the GPU when there is one.
-        num_workers: CPU cores to use in this process (default: every core); each predicts
-            its own batch, so memory grows with it. Without ``cluster``/``scheduler``.
-        cluster: ``local:N`` to run on a local Dask cluster of N workers.
-        scheduler: ``tcp://host:port`` of a running Dask scheduler.
-        overwrite: Replace existing outputs.
-        progress: Show a progress bar (default: on terminals).
 
     Returns:
         The classified raster(s) written.
@@ -148,3 +141,60 @@ def _classify_one(
         writer.finish(cog)
         if prob_writer is not None:
             prob_writer.finish(cog)
+
+
+def _report(written: list[Path]) -> list[str]:
+    return [f"Classified raster: {path}" for path in written]
+
+
+TOOL = declare(
+    classify_pixels,
+    label="Classify Pixels Using Deep Learning",
+    rest_name="ClassifyPixelsUsingDeepLearning",
+    command="classify-pixels",
+    parameters=[
+        IN_RASTER,
+        output(
+            "out_classified_raster",
+            "file",
+            "Output classified GeoTIFF (.tif) of the model's class values. With "
+            "return_probability_raster a float32 <name>_probability.tif with one band a class "
+            "is written beside it.",
+            "Output Raster Dataset",
+            "outputClassifiedRaster",
+        ),
+        IN_MODEL_DEFINITION,
+        Parameter(
+            "arguments",
+            "key_values",
+            "Model arguments NAME=VALUE (padding, batch_size, predict_background, "
+            "test_time_augmentation, merge_policy, return_probability_raster); see "
+            "'model info'.",
+            label="Arguments",
+            rest_name="modelArguments",
+            flag="--arg",
+        ),
+        PROCESSING_MODE,
+        Parameter(
+            "out_classified_folder",
+            "folder",
+            "Output folder for PROCESS_ITEMS_SEPARATELY: one classified raster per item.",
+            OUTPUT,
+            label="Output Folder",
+            rest_name="outputClassifiedFolder",
+        ),
+        PROCESSING_EXTENT,
+        MASK,
+        CELL_SIZE,
+        Parameter(
+            "cog", "boolean", "Write a Cloud-Optimized GeoTIFF (with overviews).", off_flag=None
+        ),
+        DEVICE,
+        NUM_WORKERS,
+        CLUSTER,
+        SCHEDULER,
+        OVERWRITE,
+    ],
+    report=_report,
+    python_only=("progress",),
+)

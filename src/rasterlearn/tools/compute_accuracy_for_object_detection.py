@@ -33,7 +33,13 @@ from rasterlearn.accuracy.report import (
     render_report,
     report_format,
 )
-from rasterlearn.accuracy.tables import atomic_outputs, check_outputs, table_format, write_table
+from rasterlearn.accuracy.tables import (
+    atomic_outputs,
+    check_outputs,
+    table_format,
+    text_table,
+    write_table,
+)
 from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.metrics.detection import (
     COCO_IOU_THRESHOLDS,
@@ -44,6 +50,8 @@ from rasterlearn.metrics.detection import (
     precision_recall,
     rank_by_score,
 )
+from rasterlearn.tools.declaration import INPUT, OUTPUT, Parameter, declare
+from rasterlearn.tools.parameters import OVERWRITE, output
 
 logger = logging.getLogger("rasterlearn.accuracy")
 
@@ -332,19 +340,6 @@ def compute_accuracy_for_object_detection(
     class with IoU >= ``min_iou``, else a false positive; unmatched ground truth are false
     negatives. See docs/accuracy.md for the AP, ``All`` row and COCO mAP definitions.
 
-    Args:
-        detected_features: Polygons from Detect Objects (``Class``, ``Confidence``).
-        ground_truth_features: Reference polygons.
-        out_accuracy_table: Output table: ``.csv``, or ``.gpkg`` for a GeoPackage table.
-        out_accuracy_report: Optional report: ``.html`` (figures embedded) or ``.pdf``.
-        detected_class_value_field: Class field of the detections; default ``Classvalue``,
-            ``Value`` or ``Class`` (any letter case), else one class.
-        ground_truth_class_value_field: Class field of the ground truth, same default. Class
-            values or names must match those of the detections.
-        min_iou: Minimum IoU for a detection to count as a true positive.
-        mask_features: Polygons: only features intersecting them are assessed.
-        overwrite: Replace existing outputs.
-
     Returns:
         The table and figures, and the paths written.
 
@@ -450,3 +445,86 @@ def _report(
             *notes,
         ],
     )
+
+
+def _report(result: DetectionAccuracyResult) -> list[str]:
+    lines = [f"note: {note}" for note in result.notes]
+    columns = ["Class", "Precision", "Recall", "F1_Score", "AP"]
+    columns += ["True_Positive", "False_Positive", "False_Negative"]
+    header = ["Class", "Precision", "Recall", "F1", "AP", "TP", "FP", "FN"]
+    lines += text_table(result.table[columns].values.tolist(), header)
+    lines.append(f"COCO mAP (IoU 0.50:0.05:0.95): {result.coco_map:.3f}")
+    written = [str(result.out_accuracy_table)]
+    if result.out_accuracy_report:
+        written.append(str(result.out_accuracy_report))
+    lines.append(f"Wrote {', '.join(written)}")
+    return lines
+
+
+TOOL = declare(
+    compute_accuracy_for_object_detection,
+    label="Compute Accuracy For Object Detection",
+    rest_name="ComputeAccuracyForObjectDetection",
+    command="compute-accuracy",
+    parameters=[
+        Parameter(
+            "detected_features",
+            "features",
+            "Detected polygons (e.g. from detect-objects, with Class and Confidence).",
+            INPUT,
+            label="Detected Features",
+            positional=True,
+        ),
+        Parameter(
+            "ground_truth_features",
+            "features",
+            "Ground-truth polygons.",
+            INPUT,
+            label="Ground Truth Features",
+            positional=True,
+        ),
+        output(
+            "out_accuracy_table",
+            "file",
+            "Output table: .csv, or .gpkg for a GeoPackage table.",
+            "Output Accuracy Table",
+            "outAccuracyTableName",
+        ),
+        Parameter(
+            "out_accuracy_report",
+            "file",
+            "Report with precision-recall curves and COCO mAP: .html or .pdf.",
+            OUTPUT,
+            label="Output Accuracy Report",
+            rest_name="outAccuracyReportName",
+        ),
+        Parameter(
+            "detected_class_value_field",
+            "string",
+            "Class field of the detections; default Classvalue/Value/Class.",
+            label="Detected Class Value Field",
+        ),
+        Parameter(
+            "ground_truth_class_value_field",
+            "string",
+            "Class field of the ground truth; default Classvalue/Value/Class.",
+            label="Ground Truth Class Value Field",
+        ),
+        Parameter(
+            "min_iou",
+            "float",
+            "Minimum IoU of bounding rectangles for a true positive.",
+            label="Minimum Intersection Over Union (IoU)",
+            rest_name="minIOU",
+        ),
+        Parameter(
+            "mask_features",
+            "features",
+            "Only features intersecting these polygons are assessed.",
+            INPUT,
+            label="Mask Features",
+        ),
+        OVERWRITE,
+    ],
+    report=_report,
+)

@@ -33,12 +33,20 @@ from rasterlearn.accuracy.rasters import (
     read_classes,
 )
 from rasterlearn.accuracy.report import Report, confusion_figure, render_report, report_format
-from rasterlearn.accuracy.tables import atomic_outputs, check_outputs, table_format, write_table
+from rasterlearn.accuracy.tables import (
+    atomic_outputs,
+    check_outputs,
+    table_format,
+    text_table,
+    write_table,
+)
 from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.geo.raster import bounded_gdal_cache
 from rasterlearn.geo.vector import VECTOR_DRIVERS
 from rasterlearn.metrics.pixels import PixelAccuracy, confusion_matrix
 from rasterlearn.progress import progress_bar
+from rasterlearn.tools.declaration import INPUT, OUTPUT, Parameter, declare
+from rasterlearn.tools.parameters import OVERWRITE, output
 
 logger = logging.getLogger("rasterlearn.accuracy")
 
@@ -284,20 +292,6 @@ def compute_pixel_accuracy(
     polygon when its centre is inside). The rasters are read block by block into a confusion
     matrix; pixels that are 0, nodata or masked on either side are not assessed.
 
-    Args:
-        classified_raster: One-band raster of class values (e.g. from Classify Pixels).
-        reference: A raster of class values, or polygons (``.gpkg``, ``.shp``, ``.geojson``,
-            ...) with a class field.
-        out_accuracy_table: Output table, ``.csv`` or ``.gpkg``. The confusion matrix is written
-            beside it as ``<stem>_confusion.csv``.
-        out_accuracy_report: Optional report, ``.html`` or ``.pdf``, with the confusion matrix
-            plotted.
-        reference_class_value_field: Class field of reference polygons; default ``Classvalue``,
-            ``Value`` or ``Class`` (any letter case), else every polygon is class 1. A text
-            field is matched to the classified raster's class names.
-        overwrite: Replace existing outputs.
-        block_size: Rows and columns read at a time (memory is bounded by it).
-
     Returns:
         The tables, the figures and the paths written.
 
@@ -436,3 +430,73 @@ def _report(
             *notes,
         ],
     )
+
+
+def _report(result: PixelAccuracyResult) -> list[str]:
+    lines = [f"note: {note}" for note in result.notes]
+    columns = ["Class", "Name", "Precision", "Recall", "F1_Score", "IoU", "Pixels"]
+    header = ["Class", "Name", "Precision", "Recall", "F1", "IoU", "Pixels"]
+    lines += text_table(result.table[columns].values.tolist(), header)
+    accuracy = result.accuracy
+    lines.append(f"Overall accuracy: {accuracy.overall:.3f}, kappa: {accuracy.kappa:.3f}")
+    written = [str(result.out_accuracy_table), str(result.out_confusion_matrix)]
+    if result.out_accuracy_report:
+        written.append(str(result.out_accuracy_report))
+    lines.append(f"Wrote {', '.join(written)}")
+    return lines
+
+
+TOOL = declare(
+    compute_pixel_accuracy,
+    label="Compute Pixel Accuracy",
+    rest_name="ComputePixelAccuracy",
+    command="compute-pixel-accuracy",
+    parameters=[
+        Parameter(
+            "classified_raster",
+            "raster",
+            "One-band raster of class values (e.g. from classify-pixels).",
+            INPUT,
+            label="Classified Raster",
+            positional=True,
+        ),
+        Parameter(
+            "reference",
+            "raster",
+            "Reference raster of class values, or reference polygons.",
+            INPUT,
+            label="Reference Data",
+            positional=True,
+        ),
+        output(
+            "out_accuracy_table",
+            "file",
+            "Output table: .csv or .gpkg; the confusion matrix goes to <stem>_confusion.csv "
+            "beside it.",
+            "Output Accuracy Table",
+            "outAccuracyTableName",
+        ),
+        Parameter(
+            "out_accuracy_report",
+            "file",
+            "Report with the confusion matrix: .html or .pdf.",
+            OUTPUT,
+            label="Output Accuracy Report",
+            rest_name="outAccuracyReportName",
+        ),
+        Parameter(
+            "reference_class_value_field",
+            "string",
+            "Class field of reference polygons; default Classvalue/Value/Class.",
+            label="Reference Class Value Field",
+        ),
+        OVERWRITE,
+        Parameter(
+            "block_size",
+            "integer",
+            "Rows and columns read at a time (bounds memory).",
+            label="Block Size",
+        ),
+    ],
+    report=_report,
+)

@@ -72,6 +72,9 @@ class Parameter:
         rest_name: The name in ArcGIS's REST API, e.g. ``inputRaster``.
         choices: The keywords the parameter accepts, when it is a choice.
         default: Read from the tool function's signature (:data:`REQUIRED` when it has none).
+            Declared only where the signature requires a value because of its place in
+            ArcGIS's parameter order, for callers that name parameters (command line,
+            service).
         positional: A positional argument on the command line.
         flag: The command-line option, when it is not ``--kebab-name``.
         off_flag: For booleans, the option that turns it off: None gives ``--no-NAME``, ""
@@ -196,11 +199,13 @@ def declare(
     parameters: Iterable[Parameter],
     report: Callable[[Any], Iterable[str]],
     python_only: tuple[str, ...] = (),
+    name: str | None = None,
 ) -> Tool:
     """Declare ``function`` as a tool, taking each parameter's default from its signature.
 
     Every parameter of the signature must be declared (or listed in ``python_only``), in the
-    same order, so the function, the command line and the service cannot drift apart.
+    same order, so the function, the command line and the service cannot drift apart. The
+    function's docstring gets an ``Args:`` section made from the declared help.
 
     Raises:
         TypeError: when the declared parameters and the signature differ.
@@ -217,17 +222,21 @@ def declare(
     for p in declared:
         if p.type not in PYTHON_TYPES or p.role not in ROLES:
             raise TypeError(f"{function.__name__}.{p.name}: unknown type or role")
+        default = signature.parameters[p.name].default
+        if p.default is not REQUIRED and default is not REQUIRED:
+            raise TypeError(f"{function.__name__}.{p.name}: the signature has its default")
         filled.append(
             replace(
                 p,
-                default=signature.parameters[p.name].default,
+                default=p.default if default is REQUIRED else default,
                 label=p.label or _title(p.name),
                 rest_name=p.rest_name or _camel(p.name),
             )
         )
     summary = inspect.getdoc(function) or ""
+    function.__doc__ = _with_arguments(summary, filled)
     return Tool(
-        name=function.__name__,
+        name=name or function.__name__,
         label=label,
         rest_name=rest_name,
         command=command,
@@ -237,3 +246,16 @@ def declare(
         report=report,
         python_only=python_only,
     )
+
+
+def _with_arguments(doc: str, parameters: list[Parameter]) -> str:
+    """``doc`` with an ``Args:`` section (before ``Returns:``) from the parameters' help."""
+    lines = ["Args:"]
+    for p in parameters:
+        choices = f" One of {', '.join(p.choices)}." if p.choices else ""
+        lines.append(f"    {p.name}: {p.help}{choices}")
+    section = "\n".join(lines)
+    head, sep, tail = doc.partition("\nReturns:")
+    if "\nArgs:" in head:
+        return doc
+    return f"{head.rstrip()}\n\n{section}\n{sep}{tail}" if sep else f"{doc}\n\n{section}"

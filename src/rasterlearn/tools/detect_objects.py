@@ -18,7 +18,7 @@ import shapely
 
 from rasterlearn.errors import ParameterError
 from rasterlearn.geo.raster import bounded_gdal_cache
-from rasterlearn.geo.vector import vector_driver, write_vector
+from rasterlearn.geo.vector import read_vector, vector_driver, write_vector
 from rasterlearn.inference.engine import Grid, run_tiles
 from rasterlearn.inference.jobs import (
     Extent,
@@ -30,6 +30,21 @@ from rasterlearn.inference.jobs import (
 from rasterlearn.inference.nms import nms_boxes, nms_polygons
 from rasterlearn.inference.predictors import DETECTION, INSTANCE, TileDetections
 from rasterlearn.progress import progress_bar
+from rasterlearn.tools.declaration import Parameter, declare
+from rasterlearn.tools.parameters import (
+    CELL_SIZE,
+    CLUSTER,
+    DEVICE,
+    IN_MODEL_DEFINITION,
+    IN_RASTER,
+    MASK,
+    NUM_WORKERS,
+    OVERWRITE,
+    PROCESSING_EXTENT,
+    PROCESSING_MODE,
+    SCHEDULER,
+    output,
+)
 
 
 def detect_objects(
@@ -53,33 +68,6 @@ def detect_objects(
     progress: bool | None = None,
 ) -> Path:
     """Find objects in a raster of any size with an object detection or instance model.
-
-    Args:
-        in_raster: Raster, VRT, URL or folder of rasters.
-        out_detected_objects: Output features (``.gpkg``, ``.shp``, ``.geojson``, ``.fgb``,
-            ``.parquet``): polygons in the raster's CRS (boxes, or mask outlines for instance
-            segmentation models).
-        in_model_definition: ``.emd`` path, ``.dlpk`` or the emd's JSON text.
-        arguments: Model arguments (``padding``, ``threshold``, ``nms_overlap``,
-            ``batch_size``, ``exclude_pad_detections``, ``test_time_augmentation``,
-            ``return_bboxes``).
-        run_nms: Also remove overlapping detections by polygon overlap (ArcGIS's ``NMS``).
-        confidence_score_field: Name of the confidence field (0-100).
-        class_value_field: Name of the class name field.
-        max_overlap_ratio: With ``run_nms``: the IoU above which the less confident of two
-            detections of a class is removed.
-        processing_mode: ``PROCESS_AS_MOSAICKED_IMAGE`` or ``PROCESS_ITEMS_SEPARATELY``
-            (each raster of a folder on its own; an ``Image`` field names it).
-        processing_extent: ``(xmin, ymin, xmax, ymax)`` in the raster's CRS.
-        mask: Polygons outside which nothing is detected.
-        cell_size: Detect on a grid of this cell size (map units).
-        device: ``cpu``, ``cuda`` or ``cuda:N``; default the GPU when there is one.
-        num_workers: CPU cores to use in this process (default: every core); each predicts
-            its own batch, so memory grows with it. Without ``cluster``/``scheduler``.
-        cluster: ``local:N`` to run on a local Dask cluster of N workers.
-        scheduler: ``tcp://host:port`` of a running Dask scheduler.
-        overwrite: Replace an existing output.
-        progress: Show a progress bar (default: on terminals).
 
     Returns:
         The output path.
@@ -184,3 +172,72 @@ def _map_geometries(dets: TileDetections, grid: Grid) -> np.ndarray:
             [a * xy[:, 0] + b * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f]
         ),
     )
+
+
+def _report(path: Path) -> list[str]:
+    return [f"Detected {len(read_vector(path))} objects: {path}"]
+
+
+TOOL = declare(
+    detect_objects,
+    label="Detect Objects Using Deep Learning",
+    rest_name="DetectObjectsUsingDeepLearning",
+    command="detect-objects",
+    parameters=[
+        IN_RASTER,
+        output(
+            "out_detected_objects",
+            "file",
+            "Output features (.gpkg, .shp, .geojson, .fgb, .parquet): polygons with the class "
+            "name and a confidence of 0-100.",
+            "Output Detected Objects",
+            "outputObjects",
+        ),
+        IN_MODEL_DEFINITION,
+        Parameter(
+            "arguments",
+            "key_values",
+            "Model arguments NAME=VALUE (padding, threshold, nms_overlap, batch_size, "
+            "exclude_pad_detections, test_time_augmentation, tile_size); see 'model info'.",
+            label="Arguments",
+            rest_name="modelArguments",
+            flag="--arg",
+        ),
+        Parameter(
+            "run_nms",
+            "boolean",
+            "Also remove detections overlapping more than max_overlap_ratio (NMS).",
+            label="Non Maximum Suppression",
+            rest_name="runNMS",
+        ),
+        Parameter(
+            "confidence_score_field",
+            "string",
+            "Name of the confidence field (0-100).",
+            label="Confidence Score Field",
+        ),
+        Parameter(
+            "class_value_field",
+            "string",
+            "Name of the class name field.",
+            label="Class Value Field",
+        ),
+        Parameter(
+            "max_overlap_ratio",
+            "float",
+            "IoU above which the less confident of two detections is removed, with run_nms.",
+            label="Max Overlap Ratio",
+        ),
+        PROCESSING_MODE,
+        PROCESSING_EXTENT,
+        MASK,
+        CELL_SIZE,
+        DEVICE,
+        NUM_WORKERS,
+        CLUSTER,
+        SCHEDULER,
+        OVERWRITE,
+    ],
+    report=_report,
+    python_only=("progress",),
+)

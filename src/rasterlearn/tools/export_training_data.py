@@ -28,7 +28,7 @@ from rasterlearn.export.settings import (
     choice,
     rotation_angles,
 )
-from rasterlearn.formats.chip_images import chip_image_format
+from rasterlearn.formats.chip_images import CHIP_IMAGE_FORMATS, chip_image_format
 from rasterlearn.formats.chips import (
     ACCUMULATED_STATS_FILE,
     EMD_FILE,
@@ -40,6 +40,7 @@ from rasterlearn.formats.chips import (
     training_emd,
     write_json,
 )
+from rasterlearn.formats.metadata_formats import METADATA_FORMATS
 from rasterlearn.formats.metadata_formats import metadata_format as _metadata_format
 from rasterlearn.geo.raster import (
     RasterInfo,
@@ -50,6 +51,16 @@ from rasterlearn.geo.raster import (
 from rasterlearn.geo.vector import FeatureSet, load_mask
 from rasterlearn.outputs import atomic_output
 from rasterlearn.progress import progress_bar
+from rasterlearn.tools.declaration import INPUT, Parameter, declare
+from rasterlearn.tools.parameters import (
+    CLUSTER,
+    IN_RASTER,
+    NUM_WORKERS,
+    OVERWRITE,
+    PROCESSING_MODE,
+    SCHEDULER,
+    output,
+)
 
 
 @dataclass(frozen=True)
@@ -103,44 +114,6 @@ def export_training_data(
     """Export Training Data For Deep Learning: cut image chips and labels in ArcGIS's layout.
 
     Parameters follow ArcGIS's tool (names in snake_case, same defaults).
-
-    Args:
-        in_raster: Raster file, VRT, URL or folder of rasters.
-        out_folder: Output folder; must be empty or missing unless ``overwrite``.
-        in_class_data: Labelled features (polygons, or points/lines with ``buffer_radius``),
-            a classified raster, or a folder of classified rasters.
-        image_chip_format: ``TIFF``, ``PNG`` or ``JPEG`` (PNG/JPEG: at most 3 bands of 8-bit data).
-        tile_size_x: Chip width in pixels.
-        tile_size_y: Chip height in pixels.
-        stride_x: Horizontal step between chips in pixels.
-        stride_y: Vertical step between chips in pixels.
-        output_nofeature_tiles: Also write chips that contain no labels (``ALL_TILES``).
-        metadata_format: ``PASCAL_VOC_rectangles``, ``KITTI_rectangles``, ``Classified_Tiles``,
-            ``RCNN_Masks``, ``Labeled_Tiles``, ``MultiLabeled_Tiles``, ``Imagenet`` or
-            ``Export_Tiles``.
-        class_value_field: Integer class field; default ``value``/``classvalue``, else one class.
-        buffer_radius: Buffer around features, in the features' map units.
-        in_mask_polygons: Only chips lying completely inside these polygons are written.
-        rotation_angle: Also write chips rotated by multiples of this angle (degrees).
-        reference_system: ``MAP_SPACE`` or ``PIXEL_SPACE`` (recorded as ``ImageSpaceUsed``).
-        processing_mode: For folders: ``PROCESS_AS_MOSAICKED_IMAGE`` or
-            ``PROCESS_ITEMS_SEPARATELY``.
-        blacken_around_feature: Labeled_Tiles: zero the pixels outside the feature.
-        crop_mode: Labeled_Tiles/Imagenet: ``FIXED_SIZE`` chips centred on the feature, or
-            ``BOUNDING_BOX`` chips cropped to it.
-        min_polygon_overlap_ratio: Drop a feature from a chip when less than this fraction of
-            it lies inside the chip.
-        extent: Processing extent ``(xmin, ymin, xmax, ymax)`` in the raster's coordinates.
-        cell_size: Resample the raster to this cell size on read.
-        max_nodata_fraction: Skip chips with a larger fraction of nodata pixels; chips that are
-            entirely nodata are always skipped.
-        overwrite: Replace an existing output folder.
-        num_workers: Threads to use (default: every core); without ``cluster``/``scheduler``.
-        progress: Show a progress bar (default: on terminals).
-        cluster: ``local:N`` runs the export on a local Dask cluster of N worker processes.
-        scheduler: ``tcp://HOST:PORT`` runs it on a running Dask cluster, whose workers must
-            reach the input raster (same path or URL) and write to the output folder's parent.
-            Either way the output is byte for byte that of a run in this process.
 
     Returns:
         What was written.
@@ -343,3 +316,145 @@ def _write_metadata(
         s.blacken_around_feature,
     )
     write_json(folder / EMD_FILE, emd)
+
+
+def _report(result: ExportResult) -> list[str]:
+    features = f" with {result.num_features} features" if result.num_features else ""
+    return [
+        f"Wrote {result.num_chips} {result.metadata_format} chips{features} to {result.out_folder}"
+    ]
+
+
+TOOL = declare(
+    export_training_data,
+    label="Export Training Data For Deep Learning",
+    rest_name="ExportTrainingDataforDeepLearning",
+    command="export-training-data",
+    parameters=[
+        IN_RASTER,
+        output(
+            "out_folder",
+            "folder",
+            "Output folder (must be empty or new, unless overwrite).",
+            "Output Folder",
+            "outputLocation",
+        ),
+        Parameter(
+            "in_class_data",
+            "features",
+            "Labelled features (polygons; points/lines with buffer_radius), a classified "
+            "raster, or a folder of classified rasters.",
+            INPUT,
+            label="Input Feature Class Or Classified Raster Or Table",
+            rest_name="inputClassData",
+            flag="--class-data",
+        ),
+        Parameter(
+            "image_chip_format",
+            "string",
+            "Chip image format (PNG/JPEG: at most 3 bands of 8-bit data).",
+            label="Image Format",
+            rest_name="chipFormat",
+            choices=tuple(CHIP_IMAGE_FORMATS),
+        ),
+        Parameter("tile_size_x", "integer", "Chip width in pixels.", label="Tile Size X"),
+        Parameter("tile_size_y", "integer", "Chip height in pixels.", label="Tile Size Y"),
+        Parameter("stride_x", "integer", "Horizontal chip step in pixels.", label="Stride X"),
+        Parameter("stride_y", "integer", "Vertical chip step in pixels.", label="Stride Y"),
+        Parameter(
+            "output_nofeature_tiles",
+            "boolean",
+            "Also write chips without labels (ALL_TILES).",
+            label="Output No Feature Tiles",
+            rest_name="exportAllTiles",
+            off_flag="--only-tiles-with-features",
+        ),
+        Parameter(
+            "metadata_format",
+            "string",
+            "Label format of the chips.",
+            label="Metadata Format",
+            choices=tuple(METADATA_FORMATS),
+        ),
+        Parameter(
+            "class_value_field",
+            "string",
+            "Integer class field; default 'value'/'classvalue', else one class.",
+            label="Class Value Field",
+        ),
+        Parameter(
+            "buffer_radius",
+            "float",
+            "Buffer around features, in the features' map units.",
+            label="Buffer Radius",
+        ),
+        Parameter(
+            "in_mask_polygons",
+            "features",
+            "Only chips lying completely inside these polygons are written.",
+            INPUT,
+            label="Input Mask Polygons",
+            rest_name="inputMaskPolygons",
+            flag="--mask-polygons",
+        ),
+        Parameter(
+            "rotation_angle",
+            "float",
+            "Also write chips rotated by multiples of this angle (degrees).",
+            label="Rotation Angle",
+        ),
+        Parameter(
+            "reference_system",
+            "string",
+            "Image space of the chips (recorded as ImageSpaceUsed).",
+            label="Reference System",
+            choices=REFERENCE_SYSTEMS,
+        ),
+        PROCESSING_MODE,
+        Parameter(
+            "blacken_around_feature",
+            "boolean",
+            "Labeled_Tiles: zero the pixels outside the feature.",
+            label="Blacken Around Feature",
+        ),
+        Parameter(
+            "crop_mode",
+            "string",
+            "Labeled_Tiles/Imagenet: chips of the tile size centred on the feature, or cropped "
+            "to its bounding box.",
+            label="Crop Mode",
+            choices=CROP_MODES,
+        ),
+        Parameter(
+            "min_polygon_overlap_ratio",
+            "float",
+            "Drop a feature from a chip when less than this fraction of it lies inside the chip.",
+            label="Minimum Polygon Overlap Ratio",
+        ),
+        Parameter(
+            "extent",
+            "extent",
+            "Processing extent XMIN YMIN XMAX YMAX in the raster's coordinates.",
+            label="Processing Extent",
+        ),
+        Parameter(
+            "cell_size",
+            "float",
+            "Resample the raster to this cell size (map units).",
+            label="Cell Size",
+        ),
+        Parameter(
+            "max_nodata_fraction",
+            "float",
+            "Skip chips with a larger fraction of nodata pixels (chips entirely nodata are always "
+            "skipped).",
+            label="Maximum NoData Fraction",
+        ),
+        OVERWRITE,
+        NUM_WORKERS,
+        CLUSTER,
+        SCHEDULER,
+    ],
+    report=_report,
+    python_only=("progress",),
+)

@@ -20,6 +20,8 @@ from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.geo.vector import read_vector, vector_driver, write_vector
 from rasterlearn.inference.nms import nms_polygons
 from rasterlearn.outputs import check_output_path
+from rasterlearn.tools.declaration import INPUT, Parameter, declare
+from rasterlearn.tools.parameters import OVERWRITE, output
 
 __all__ = ["NmsResult", "non_maximum_suppression", "run_non_maximum_suppression"]
 
@@ -236,3 +238,59 @@ def _polygonal(geom: shapely.Geometry) -> shapely.Geometry:
     if not parts:
         return shapely.Polygon()
     return shapely.union_all(parts) if len(parts) > 1 else parts[0]
+
+
+def _report(result: NmsResult) -> list[str]:
+    per_class = f" (per class of '{result.class_field}')" if result.class_field else ""
+    return [f"Kept {result.kept} of {result.total} features{per_class}: {result.path}"]
+
+
+TOOL = declare(
+    run_non_maximum_suppression,
+    name="non_maximum_suppression",
+    label="Non Maximum Suppression",
+    rest_name="NonMaximumSuppression",
+    command="nms",
+    parameters=[
+        Parameter(
+            "in_featureclass",
+            "features",
+            "Polygon features, e.g. detections (any vector format GDAL reads).",
+            INPUT,
+            label="Input Feature Class",
+            rest_name="inputFeatures",
+            positional=True,
+        ),
+        Parameter(
+            "confidence_score_field",
+            "string",
+            "Numeric field with each feature's confidence.",
+            label="Confidence Score Field",
+            default="Confidence",
+        ),
+        output(
+            "out_featureclass",
+            "file",
+            "Output features; the format follows the extension (.gpkg, .shp, .geojson, .fgb, "
+            ".parquet).",
+            "Output Feature Class",
+            "outputFeatureClass",
+        ),
+        Parameter(
+            "class_value_field",
+            "string",
+            "Class field (numbers or names): classes never suppress each other. Default "
+            "Classvalue or Value when present, else one class.",
+            label="Class Value Field",
+        ),
+        Parameter(
+            "max_overlap_ratio",
+            "float",
+            "Remove the less confident of two features overlapping by more than this IoU (0 to "
+            "1; 0: any overlap).",
+            label="Max Overlap Ratio",
+        ),
+        OVERWRITE,
+    ],
+    report=_report,
+)
