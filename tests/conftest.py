@@ -7,10 +7,16 @@ import os
 # as the CLI does (rasterlearn.cli.main): idle OpenMP threads must not spin on 2 shared cores
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import geopandas as gpd
+import numpy as np
 import pytest
+import rasterio
+import shapely
+from affine import Affine
 
 from rasterlearn import export_training_data
 from rasterlearn.demo.run import sample_paths
@@ -103,3 +109,64 @@ def train_models(root: Path) -> TrainedModels:
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> TrainedModels:
     return train_models(tmp_path_factory.mktemp("inference-models"))
+
+
+# Small inputs for the accuracy tools, written into tmp_path with geopandas and rasterio.
+
+UTM = "EPSG:32617"
+
+
+def _write_boxes(
+    path: Path,
+    boxes: list | np.ndarray,
+    crs: str | None = UTM,
+    geometries: list | None = None,
+    **fields: list,
+) -> Path:
+    boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
+    geoms = geometries if geometries is not None else list(shapely.box(*boxes.T))
+    frame = gpd.GeoDataFrame(fields, geometry=geoms, crs=crs)
+    frame.to_file(path, engine="pyogrio")
+    return path
+
+
+@pytest.fixture
+def write_boxes() -> Callable[..., Path]:
+    """``write_boxes(path, boxes, crs=UTM, geometries=None, **fields)``: polygons to a file."""
+    return _write_boxes
+
+
+def _write_raster(
+    path: Path,
+    array: np.ndarray,
+    transform: Affine,
+    crs: str | None = UTM,
+    nodata: float | None = None,
+    block: int = 32,
+) -> Path:
+    array = np.asarray(array)
+    height, width = array.shape[-2:]
+    bands = array.reshape(-1, height, width)
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=bands.shape[0],
+        dtype=bands.dtype,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+        tiled=True,
+        blockxsize=block,
+        blockysize=block,
+    ) as ds:
+        ds.write(bands)
+    return path
+
+
+@pytest.fixture
+def write_raster() -> Callable[..., Path]:
+    """``write_raster(path, array, transform, crs=UTM, nodata=None, block=32)``: a GeoTIFF."""
+    return _write_raster

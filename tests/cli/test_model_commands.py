@@ -1,4 +1,4 @@
-"""``rasterlearn model info|package|edit``, registered on a Typer app the way cli.py does it."""
+"""``rasterlearn model info|package|edit`` on the command line."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from rasterlearn.cli.model import model_app
+from rasterlearn.cli import app as rasterlearn_app
 
 EMD = {
     "Framework": "arcgis.learn.models._inferencing",
@@ -44,9 +44,7 @@ def _private_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def app() -> typer.Typer:
-    app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
-    app.add_typer(model_app, name="model")
-    return app
+    return rasterlearn_app
 
 
 @pytest.fixture
@@ -136,12 +134,6 @@ def test_package_then_info_then_edit(app: typer.Typer, folder: Path) -> None:
     code, out, err = run(app, "model", "info", package)
     assert "description: Cars" in out.splitlines()
     assert "framework: rasterlearn.prf, configuration MyDetector" in out.splitlines()
-
-
-def test_model_app_runs_on_its_own(folder: Path) -> None:
-    code, out, err = run(model_app, "info", folder / "cars.emd")
-    assert code == 0, err
-    assert "name: FasterRCNN" in out
 
 
 def test_errors_are_one_line_with_exit_code_2(app: typer.Typer, folder: Path) -> None:

@@ -27,7 +27,6 @@ from rasterlearn.data.normalization import NormalizationStats, Normalizer
 from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.formats.dlpk import create_dlpk
 from rasterlearn.formats.emd import PRO_FUNCTIONS_PREFIX, ModelDefinition
-from rasterlearn.inference.model_export import export_model
 from rasterlearn.inference.onnx_backend import OnnxPredictor
 from rasterlearn.inference.predictors import (
     TileDetections,
@@ -41,6 +40,7 @@ from rasterlearn.models import build_model, model_spec
 from rasterlearn.tools.classify_objects import classify_objects
 from rasterlearn.tools.classify_pixels import classify_pixels
 from rasterlearn.tools.detect_objects import detect_objects
+from rasterlearn.tools.export_model import export_model
 
 runner = CliRunner()
 

@@ -69,7 +69,7 @@ def _typer_parameter(p: Parameter) -> inspect.Parameter:
         default = list(default)
     return inspect.Parameter(
         p.name,
-        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
         annotation=Annotated[kind, info],
         default=inspect.Parameter.empty if default is REQUIRED else default,
     )
@@ -114,4 +114,3 @@ def tool_command(tool: Tool) -> Callable[..., None]:
 def add_tool(app: typer.Typer, tool: Tool, name: str) -> None:
     """Add ``tool`` to ``app`` as the command ``name``."""
     app.command(name, help=tool.summary)(tool_command(tool))
-

@@ -97,7 +97,7 @@ class ExportedModel:
     max_difference: float
 
 
-def export_model(
+def export_trained_model(
     in_model_definition: str | Path | dict,
     format: str = "onnx",
     out_folder: str | Path | None = None,

@@ -193,7 +193,7 @@ def _predict(
     return labels, confidences
 
 
-def _report(path: Path) -> list[str]:
+def _result_lines(path: Path) -> list[str]:
     return [f"Classified objects: {path}"]
 
 
@@ -202,6 +202,7 @@ TOOL = declare(
     label="Classify Objects Using Deep Learning",
     rest_name="ClassifyObjectsUsingDeepLearning",
     command="classify-objects",
+    summary="Classify Objects Using Deep Learning: a label and confidence (0-1) per feature.",
     parameters=[
         IN_RASTER,
         output(
@@ -240,6 +241,6 @@ TOOL = declare(
         DEVICE,
         OVERWRITE,
     ],
-    report=_report,
+    report=_result_lines,
     python_only=("progress",),
 )

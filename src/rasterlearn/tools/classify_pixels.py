@@ -143,7 +143,7 @@ def _classify_one(
             prob_writer.finish(cog)
 
 
-def _report(written: list[Path]) -> list[str]:
+def _result_lines(written: list[Path]) -> list[str]:
     return [f"Classified raster: {path}" for path in written]
 
 
@@ -152,6 +152,9 @@ TOOL = declare(
     label="Classify Pixels Using Deep Learning",
     rest_name="ClassifyPixelsUsingDeepLearning",
     command="classify-pixels",
+    summary=(
+        "Classify Pixels Using Deep Learning: a classified raster of the model's class values."
+    ),
     parameters=[
         IN_RASTER,
         output(
@@ -195,6 +198,6 @@ TOOL = declare(
         SCHEDULER,
         OVERWRITE,
     ],
-    report=_report,
+    report=_result_lines,
     python_only=("progress",),
 )

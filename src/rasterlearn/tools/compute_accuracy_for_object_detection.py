@@ -447,7 +447,7 @@ def _report(
     )
 
 
-def _report(result: DetectionAccuracyResult) -> list[str]:
+def _result_lines(result: DetectionAccuracyResult) -> list[str]:
     lines = [f"note: {note}" for note in result.notes]
     columns = ["Class", "Precision", "Recall", "F1_Score", "AP"]
     columns += ["True_Positive", "False_Positive", "False_Negative"]
@@ -466,6 +466,7 @@ TOOL = declare(
     label="Compute Accuracy For Object Detection",
     rest_name="ComputeAccuracyForObjectDetection",
     command="compute-accuracy",
+    summary="Compute Accuracy For Object Detection: precision, recall, F1 and AP per class.",
     parameters=[
         Parameter(
             "detected_features",
@@ -526,5 +527,5 @@ TOOL = declare(
         ),
         OVERWRITE,
     ],
-    report=_report,
+    report=_result_lines,
 )

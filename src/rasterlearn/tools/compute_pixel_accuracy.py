@@ -432,7 +432,7 @@ def _report(
     )
 
 
-def _report(result: PixelAccuracyResult) -> list[str]:
+def _result_lines(result: PixelAccuracyResult) -> list[str]:
     lines = [f"note: {note}" for note in result.notes]
     columns = ["Class", "Name", "Precision", "Recall", "F1_Score", "IoU", "Pixels"]
     header = ["Class", "Name", "Precision", "Recall", "F1", "IoU", "Pixels"]
@@ -451,6 +451,9 @@ TOOL = declare(
     label="Compute Pixel Accuracy",
     rest_name="ComputePixelAccuracy",
     command="compute-pixel-accuracy",
+    summary=(
+        "Pixel classification accuracy: per-class precision, recall, F1, IoU; accuracy, kappa."
+    ),
     parameters=[
         Parameter(
             "classified_raster",
@@ -498,5 +501,5 @@ TOOL = declare(
             label="Block Size",
         ),
     ],
-    report=_report,
+    report=_result_lines,
 )

@@ -196,12 +196,15 @@ def declare(
     label: str,
     rest_name: str,
     command: str,
+    summary: str,
     parameters: Iterable[Parameter],
     report: Callable[[Any], Iterable[str]],
     python_only: tuple[str, ...] = (),
     name: str | None = None,
 ) -> Tool:
     """Declare ``function`` as a tool, taking each parameter's default from its signature.
+
+    ``summary`` is the one line the command line and the service show for the tool.
 
     Every parameter of the signature must be declared (or listed in ``python_only``), in the
     same order, so the function, the command line and the service cannot drift apart. The
@@ -233,14 +236,13 @@ def declare(
                 rest_name=p.rest_name or _camel(p.name),
             )
         )
-    summary = inspect.getdoc(function) or ""
-    function.__doc__ = _with_arguments(summary, filled)
+    function.__doc__ = _with_arguments(inspect.getdoc(function) or "", filled)
     return Tool(
         name=name or function.__name__,
         label=label,
         rest_name=rest_name,
         command=command,
-        summary=summary.split("\n\n")[0].replace("\n", " "),
+        summary=summary,
         function=function,
         parameters=tuple(filled),
         report=report,

@@ -174,7 +174,7 @@ def _map_geometries(dets: TileDetections, grid: Grid) -> np.ndarray:
     )
 
 
-def _report(path: Path) -> list[str]:
+def _result_lines(path: Path) -> list[str]:
     return [f"Detected {len(read_vector(path))} objects: {path}"]
 
 
@@ -183,6 +183,7 @@ TOOL = declare(
     label="Detect Objects Using Deep Learning",
     rest_name="DetectObjectsUsingDeepLearning",
     command="detect-objects",
+    summary="Detect Objects Using Deep Learning: polygons with Class and Confidence (0-100).",
     parameters=[
         IN_RASTER,
         output(
@@ -238,6 +239,6 @@ TOOL = declare(
         SCHEDULER,
         OVERWRITE,
     ],
-    report=_report,
+    report=_result_lines,
     python_only=("progress",),
 )

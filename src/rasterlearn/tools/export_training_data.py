@@ -318,7 +318,7 @@ def _write_metadata(
     write_json(folder / EMD_FILE, emd)
 
 
-def _report(result: ExportResult) -> list[str]:
+def _result_lines(result: ExportResult) -> list[str]:
     features = f" with {result.num_features} features" if result.num_features else ""
     return [
         f"Wrote {result.num_chips} {result.metadata_format} chips{features} to {result.out_folder}"
@@ -330,6 +330,7 @@ TOOL = declare(
     label="Export Training Data For Deep Learning",
     rest_name="ExportTrainingDataforDeepLearning",
     command="export-training-data",
+    summary=("Export Training Data For Deep Learning: image chips and labels in ArcGIS's layout."),
     parameters=[
         IN_RASTER,
         output(
@@ -455,6 +456,6 @@ TOOL = declare(
         CLUSTER,
         SCHEDULER,
     ],
-    report=_report,
+    report=_result_lines,
     python_only=("progress",),
 )

@@ -240,7 +240,7 @@ def _polygonal(geom: shapely.Geometry) -> shapely.Geometry:
     return shapely.union_all(parts) if len(parts) > 1 else parts[0]
 
 
-def _report(result: NmsResult) -> list[str]:
+def _result_lines(result: NmsResult) -> list[str]:
     per_class = f" (per class of '{result.class_field}')" if result.class_field else ""
     return [f"Kept {result.kept} of {result.total} features{per_class}: {result.path}"]
 
@@ -251,6 +251,7 @@ TOOL = declare(
     label="Non Maximum Suppression",
     rest_name="NonMaximumSuppression",
     command="nms",
+    summary="Non Maximum Suppression: keep the most confident of overlapping polygons.",
     parameters=[
         Parameter(
             "in_featureclass",
@@ -292,5 +293,5 @@ TOOL = declare(
         ),
         OVERWRITE,
     ],
-    report=_report,
+    report=_result_lines,
 )

@@ -6,7 +6,7 @@ from rasterlearn.formats.export_reader import ExportFolder, read_export_folder
 from rasterlearn.tools.declaration import INPUT, Parameter, declare
 
 
-def _report(export: ExportFolder) -> list[str]:
+def _result_lines(export: ExportFolder) -> list[str]:
     lines = [
         f"{export.path}: {export.metadata_format}, {len(export.chips)} chips of "
         f"{export.band_count} x {export.tile_height} x {export.tile_width}, {export.image_space}"
@@ -31,6 +31,7 @@ TOOL = declare(
     label="Describe Training Data",
     rest_name="DescribeTrainingData",
     command="export-info",
+    summary="Describe a training-data folder: format, chip size, classes and label counts.",
     parameters=[
         Parameter(
             "folder",
@@ -42,5 +43,5 @@ TOOL = declare(
             positional=True,
         )
     ],
-    report=_report,
+    report=_result_lines,
 )

@@ -37,7 +37,7 @@ def find_tool(name: str) -> Tool:
     Raises:
         ParameterError: for an unknown name.
     """
-    wanted = name.strip().lower().replace("-", "_")
+    wanted = name.strip().lower().replace("-", "_").replace(" ", "_")
     for tool in tools():
         names = (tool.name, tool.command.replace(" ", "_").replace("-", "_"), tool.rest_name)
         if wanted in (n.lower() for n in names):

@@ -104,7 +104,7 @@ def train_deep_learning_model(
     )
 
 
-def _report(result: TrainResult | None) -> list[str]:
+def _result_lines(result: TrainResult | None) -> list[str]:
     if result is None:  # another process of a distributed run: rank 0 reports
         return []
     shown = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items())
@@ -121,6 +121,9 @@ TOOL = declare(
     label="Train Deep Learning Model",
     rest_name="TrainDeepLearningModel",
     command="train",
+    summary=(
+        "Train Deep Learning Model: a model folder (.emd, .pth, .dlpk, metrics) from exports."
+    ),
     parameters=[
         Parameter(
             "in_folder",
@@ -262,6 +265,6 @@ TOOL = declare(
         ),
         OVERWRITE,
     ],
-    report=_report,
+    report=_result_lines,
     python_only=("progress",),
 )
