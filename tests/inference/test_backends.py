@@ -36,7 +36,7 @@ from rasterlearn.inference.predictors import (
 from rasterlearn.inference.raster_function import RasterFunctionPredictor
 from rasterlearn.inference.torch_backend import TorchPredictor
 from rasterlearn.inference.torchscript_backend import TorchScriptPredictor
-from rasterlearn.models import build_model, model_spec
+from rasterlearn.models.registry import build_model, model_spec
 from rasterlearn.tools.classify_objects import classify_objects
 from rasterlearn.tools.classify_pixels import classify_pixels
 from rasterlearn.tools.detect_objects import detect_objects

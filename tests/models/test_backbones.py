@@ -13,14 +13,13 @@ from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from rasterlearn.errors import InputError, ParameterError
-from rasterlearn.models import (
+from rasterlearn.models.backbones import (
     BACKBONES,
     adapt_first_conv_weight,
     build_encoder,
-    build_model,
-    get_encoder,
     load_backbone_weights,
 )
+from rasterlearn.models.registry import build_model, get_encoder
 
 RESNET18_FILE = "resnet18-f37072fd.pth"  # torchvision's file name for ImageNet ResNet18
 

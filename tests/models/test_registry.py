@@ -8,12 +8,11 @@ import torch
 from torch import nn
 
 from rasterlearn.errors import InputError, ParameterError
-from rasterlearn.models import (
+from rasterlearn.models.detection import detector_args_from_sizes, fcos_strides
+from rasterlearn.models.registry import (
     MODEL_TYPES,
     build_model,
     check_model_fits_data,
-    detector_args_from_sizes,
-    fcos_strides,
     get_encoder,
     model_spec,
     model_types_for,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rasterlearn.models import build_model
+from rasterlearn.models.registry import build_model
 from rasterlearn.training.task import TrainingTask
 
 

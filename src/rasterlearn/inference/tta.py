@@ -11,10 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
-from torchvision.ops import box_iou
 
 from rasterlearn.inference.predictors import Predictor, TileDetections
+from rasterlearn.metrics.detection import box_iou
 
 Transform = tuple[int, bool]
 """Counter-clockwise quarter turns after an optional horizontal flip."""
@@ -116,7 +115,7 @@ def fuse(found: list[TileDetections], iou: float, runs: int) -> TileDetections:
     classes = np.concatenate([d.classes for d in found])
     order = np.argsort(-scores, kind="stable")
     boxes, scores, classes = boxes[order], scores[order], classes[order]
-    overlap = box_iou(torch.from_numpy(boxes), torch.from_numpy(boxes)).numpy() > iou
+    overlap = box_iou(boxes, boxes) > iou
     overlap &= classes[:, None] == classes[None, :]
     taken = np.zeros(len(boxes), dtype=bool)
     fused_boxes, fused_scores, fused_classes = [], [], []

@@ -12,7 +12,7 @@ from torch import nn
 from rasterlearn.data.normalization import Normalizer
 from rasterlearn.errors import InputError
 from rasterlearn.formats.emd import ModelDefinition
-from rasterlearn.models import build_model, model_spec
+from rasterlearn.models.registry import build_model, model_spec
 
 # ModelParameters keys that describe the build, not model arguments
 _BUILD_KEYS = {"backbone", "backend"}
