@@ -27,7 +27,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import rasterio.features
@@ -51,6 +51,10 @@ from rasterlearn.inference.predictors import (
     set_torch_threads,
     torch_threads,
 )
+
+B = TypeVar("B")
+J = TypeVar("J")
+R = TypeVar("R")
 
 EDGE_MARGIN = 2
 """Detections within this many pixels of a tile edge are cut by it (``exclude_pad_detections``)."""
@@ -497,10 +501,8 @@ def run_tiles(
 ) -> Iterator[PixelResult | TileDetections]:
     """Predict every tile, in plan order, in this process or on a Dask client's workers.
 
-    Every way forms the same blocks and batches. A :attr:`~Predictor.concurrent` predictor
-    (PyTorch on the CPU) runs each forward pass on one thread, here on ``lanes`` lanes side by
-    side as on workers (:func:`model_lanes`), so the results are the same to the last bit
-    however the blocks are spread. With one lane, reading runs ahead on a prefetch thread.
+    Every way forms the same blocks and batches, and gives the same results to the last bit
+    (see :func:`run_predictions`).
 
     Args:
         job: What to run.
@@ -510,23 +512,63 @@ def run_tiles(
         lanes: Batches predicted at once in this process (each holds one batch in memory).
     """
     blocks = blocks_of(tiles, block_size(len(tiles), int(job.arguments["batch_size"])))
+    yield from run_predictions(
+        open_job(job)[1],
+        _block_results,
+        blocks,
+        job,
+        serial=lambda: predict_blocks(job, blocks, on_progress),
+        client=client,
+        lanes=lanes,
+        on_progress=on_progress,
+    )
+
+
+def run_predictions(
+    predictor: Predictor,
+    fn: Callable[[list[B], J], list[R]],
+    blocks: list[list[B]],
+    job: J,
+    *,
+    serial: Callable[[], Iterator[R]],
+    client: Any = None,
+    lanes: int = 1,
+    on_progress: Callable[[int], None] | None = None,
+) -> Iterator[R]:
+    """A model's results for blocks of items, in block order, here or on a cluster.
+
+    A :attr:`~Predictor.concurrent` predictor (PyTorch on the CPU) runs each forward pass on
+    one thread, on ``lanes`` lanes side by side here (:func:`model_lanes`) as on workers, so
+    the results are the same to the last bit however the blocks are spread, provided ``fn``
+    forms its batches inside a block and calls :func:`one_thread_per_pass`. With one lane
+    (and for other predictors) ``serial`` runs instead: one batch at a time, reading ahead.
+
+    Args:
+        predictor: The model, opened in this process.
+        fn: Predicts one block on a lane or worker: ``fn(block, job)``, one result an item.
+        blocks: The blocks (see :func:`~rasterlearn.execution.blocks.block_size`).
+        job: What ``fn`` needs (picklable for a cluster).
+        serial: Gives every block's results in order, in this thread (and reports progress).
+        client: A Dask client, or None to run in this process.
+        lanes: Blocks predicted at once in this process.
+        on_progress: Called with the number of items of each block done (not for ``serial``).
+    """
     if client is not None:
-        results = run_blocks(_block_results, blocks, job, client=client)
+        results = run_blocks(fn, blocks, job, client=client)
         yield from _in_block_order(blocks, results, on_progress)
         return
-    with model_lanes(open_job(job)[1], lanes) as lanes:
+    with model_lanes(predictor, lanes) as lanes:
         if lanes <= 1:
-            yield from predict_blocks(job, blocks, on_progress)
+            yield from serial()
             return
-        results = run_blocks(_block_results, blocks, job, lanes=lanes)
-        yield from _in_block_order(blocks, results, on_progress)
+        yield from _in_block_order(blocks, run_blocks(fn, blocks, job, lanes=lanes), on_progress)
 
 
 def _in_block_order(
-    blocks: list[list[Tile]],
-    results: Iterable[list[PixelResult | TileDetections]],
+    blocks: list[list[B]],
+    results: Iterable[list[R]],
     on_progress: Callable[[int], None] | None,
-) -> Iterator[PixelResult | TileDetections]:
+) -> Iterator[R]:
     for block, block_results in zip(blocks, results, strict=True):
         yield from block_results
         if on_progress is not None:
