@@ -513,7 +513,7 @@ def run_tiles(
     """
     blocks = blocks_of(tiles, block_size(len(tiles), int(job.arguments["batch_size"])))
     yield from run_predictions(
-        open_job(job)[1],
+        cached_predictor(job.model, job.device, job.model_version),
         _block_results,
         blocks,
         job,
