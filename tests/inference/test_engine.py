@@ -10,16 +10,7 @@ from affine import Affine
 
 from rasterlearn.errors import ParameterError
 from rasterlearn.geo.grid import Box
-from rasterlearn.inference.engine import (
-    MAX_BATCHES_PER_BLOCK,
-    TARGET_BLOCKS,
-    Grid,
-    area_of_extent,
-    blocks_of,
-    plan_tiles,
-    prefetched,
-    tiles_per_block,
-)
+from rasterlearn.inference.engine import Grid, area_of_extent, plan_tiles, prefetched
 
 
 @pytest.mark.parametrize(
@@ -61,28 +52,6 @@ def test_tiles_stay_inside_a_raster_larger_than_a_tile():
     assert all(Box(0, 0, 300, 300).contains(t.read) for t in tiles)
     starts = sorted({t.read.col for t in tiles})
     assert starts == [0, 64, 128, 172]  # stride 64, the last flush with the edge
-
-
-def test_blocks_keep_plan_order():
-    tiles = plan_tiles(Box(0, 0, 512, 512), 64, 64, 16)
-    blocks = blocks_of(tiles, 7)
-    assert [t for b in blocks for t in b] == tiles
-    assert all(len(b) == 7 for b in blocks[:-1])
-
-
-@pytest.mark.parametrize("n_tiles", [1, 5, 64, 225, 1000, 2048, 4097, 100_000])
-@pytest.mark.parametrize("batch", [1, 4, 16])
-def test_blocks_are_whole_batches_and_many(n_tiles, batch):
-    size = tiles_per_block(n_tiles, batch)
-    assert size % batch == 0
-    assert batch <= size <= batch * MAX_BATCHES_PER_BLOCK
-    blocks = -(-n_tiles // size)
-    largest = size == batch * MAX_BATCHES_PER_BLOCK
-    # at least the target number of blocks, unless blocks would be smaller than a batch
-    assert blocks >= min(TARGET_BLOCKS, -(-n_tiles // batch)) or largest
-    # and no more than needed: one batch more a block would make fewer than the target
-    if not largest:
-        assert n_tiles // (size + batch) < TARGET_BLOCKS
 
 
 def test_area_of_extent():

@@ -347,9 +347,9 @@ def test_export_on_cluster_is_byte_identical(
 
 
 def _open_jobs() -> int:
-    from rasterlearn import export
+    from rasterlearn.execution.cache import WORKER_CACHE
 
-    return len(export._WORKER_JOBS._jobs)
+    return sum(1 for key in WORKER_CACHE if key[0] == "export")
 
 
 def test_export_on_cluster_multiband_nodata_and_items_separately(

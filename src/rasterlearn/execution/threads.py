@@ -39,21 +39,3 @@ def ordered_map(
     finally:
         for future in pending:
             future.cancel()
-
-
-class BoundedSubmitter:
-    """Submits tasks without results, waiting once ``max_in_flight`` are pending; re-raises."""
-
-    def __init__(self, pool: ThreadPoolExecutor, max_in_flight: int) -> None:
-        self._pool = pool
-        self._max = max_in_flight
-        self._pending: deque[Future] = deque()
-
-    def submit(self, fn: Callable[..., object], *args: object) -> None:
-        self._pending.append(self._pool.submit(fn, *args))
-        while len(self._pending) >= self._max:
-            self._pending.popleft().result()
-
-    def wait(self) -> None:
-        while self._pending:
-            self._pending.popleft().result()

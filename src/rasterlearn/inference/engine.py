@@ -7,9 +7,10 @@ Every inference tool, in process or on a Dask cluster, runs through here:
    that the owned parts partition the area exactly: tile borders fall in the middle of the
    overlaps, so every owned pixel was predicted with at least ``padding`` pixels of context
    (except at the raster's own edges).
-2. Tiles are grouped into blocks of consecutive tiles (:func:`blocks_of`); batches are formed
-   inside a block, so the batches, and therefore the floating-point results, are the same
-   whether blocks run here or on a cluster.
+2. Tiles are grouped into blocks of consecutive whole batches
+   (:func:`~rasterlearn.execution.blocks.block_size`); batches are formed inside a block, so
+   the batches, and therefore the floating-point results, are the same whether blocks run on
+   one lane, on several or on a cluster (:func:`run_tiles`).
 3. :func:`predict_block` reads the tiles (a prefetch thread overlaps reading with the
    forward pass), drops tiles without valid pixels, runs the predictor and turns each tile's
    output into a compact result: owned class values for pixel models, owned detections in
@@ -19,15 +20,14 @@ Every inference tool, in process or on a Dask cluster, runs through here:
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import itertools
 import math
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import rasterio.features
@@ -36,7 +36,8 @@ from affine import Affine
 from rasterio.crs import CRS
 
 from rasterlearn.errors import InputError, ParameterError
-from rasterlearn.execution.threads import ordered_map
+from rasterlearn.execution.blocks import block_size, blocks_of, run_blocks
+from rasterlearn.execution.cache import cached
 from rasterlearn.geo.grid import Box
 from rasterlearn.geo.raster import RasterInfo, RasterSource
 from rasterlearn.inference import tta
@@ -51,15 +52,14 @@ from rasterlearn.inference.predictors import (
     torch_threads,
 )
 
+B = TypeVar("B")
+J = TypeVar("J")
+R = TypeVar("R")
+
 EDGE_MARGIN = 2
 """Detections within this many pixels of a tile edge are cut by it (``exclude_pad_detections``)."""
 
 PREFETCH_BATCHES = 2
-
-TARGET_BLOCKS = 64
-"""Blocks a job is cut into when it has enough tiles (see :func:`tiles_per_block`)."""
-
-MAX_BATCHES_PER_BLOCK = 8
 
 
 @dataclass(frozen=True)
@@ -160,26 +160,6 @@ def plan_tiles(
     return tiles
 
 
-def tiles_per_block(n_tiles: int, batch_size: int) -> int:
-    """Tiles in a block: whole batches, the most that still make at least ``TARGET_BLOCKS``
-    blocks, from one to ``MAX_BATCHES_PER_BLOCK`` batches.
-
-    Many blocks keep every worker of a cluster busy to the end of a run (a few large blocks
-    leave workers idle while the last ones finish); whole batches of several tiles keep the
-    cost of a task small beside its forward passes. The size depends on the job only, never
-    on the workers, so every cluster forms the same blocks and batches as a run here.
-    """
-    batch = max(1, batch_size)
-    batches = n_tiles // (batch * TARGET_BLOCKS)
-    return batch * min(max(1, batches), MAX_BATCHES_PER_BLOCK)
-
-
-def blocks_of(tiles: list[Tile], tiles_per_block: int) -> list[list[Tile]]:
-    """Consecutive runs of tiles, the unit of work of a process or a cluster worker."""
-    size = max(1, tiles_per_block)
-    return [tiles[i : i + size] for i in range(0, len(tiles), size)]
-
-
 def area_of_extent(grid: Grid, extent: tuple[float, float, float, float] | None) -> Box:
     """The grid pixels inside a processing extent ``(xmin, ymin, xmax, ymax)``.
 
@@ -234,25 +214,49 @@ class InferenceJob:
     model_version: str = ""
 
 
-@functools.lru_cache(maxsize=4)
-def _open_raster(raster: str, raster_name: str, cell_size: float | None) -> RasterSource:
-    return RasterSource(raster, raster_name, cell_size)
-
-
-@functools.lru_cache(maxsize=2)
-def _open_model(model: str, device: str | None, version: str) -> Predictor:
-    return open_predictor(model, device)
+def cached_raster(raster: str, raster_name: str, cell_size: float | None = None) -> RasterSource:
+    """A raster opened once per process and kept for the next blocks."""
+    return cached(
+        ("raster", raster, raster_name, cell_size),
+        lambda: RasterSource(raster, raster_name, cell_size),
+    )
 
 
 def cached_predictor(model: str, device: str | None, version: str) -> Predictor:
     """The predictor of a model, opened once per process for a given version of its files."""
-    return _open_model(model, device, version)
+    return cached(("model", model, device, version), lambda: open_predictor(model, device))
 
 
 def open_job(job: InferenceJob) -> tuple[RasterSource, Predictor]:
     """The raster and predictor of a job, opened once per process and kept for the next."""
-    source = _open_raster(job.raster, job.raster_name, job.cell_size)
-    return source, _open_model(job.model, job.device, job.model_version)
+    source = cached_raster(job.raster, job.raster_name, job.cell_size)
+    return source, cached_predictor(job.model, job.device, job.model_version)
+
+
+@contextlib.contextmanager
+def model_lanes(predictor: Predictor, lanes: int) -> Iterator[int]:
+    """The lanes a predictor runs on in this process, with torch's threads set for it meanwhile.
+
+    A :attr:`~Predictor.concurrent` predictor (PyTorch on the CPU) runs every forward pass on
+    one thread (restored on exit) on ``lanes`` lanes side by side, as on cluster workers, so
+    that its results are the same to the last bit however blocks are spread. Others run one
+    batch at a time with their own threads: one lane.
+    """
+    if not predictor.concurrent:
+        yield 1
+        return
+    with torch_threads(1):
+        yield max(1, lanes)
+
+
+def one_thread_per_pass(predictor: Predictor) -> None:
+    """In a block on a worker or a lane: a concurrent predictor's forward passes on one thread.
+
+    A worker process is the job's, so the setting is left for its next blocks (in this
+    process, :func:`model_lanes` has set it already and restores it).
+    """
+    if predictor.concurrent:
+        set_torch_threads(1)
 
 
 @dataclass
@@ -497,10 +501,8 @@ def run_tiles(
 ) -> Iterator[PixelResult | TileDetections]:
     """Predict every tile, in plan order, in this process or on a Dask client's workers.
 
-    Both ways form the same blocks and batches. A :attr:`~Predictor.concurrent` predictor
-    (PyTorch on the CPU) runs each forward pass on one thread, here on ``lanes`` threads side
-    by side as on workers, so the results are the same to the last bit however the blocks
-    are spread. Other predictors run one batch at a time here, with their own threads.
+    Every way forms the same blocks and batches, and gives the same results to the last bit
+    (see :func:`run_predictions`).
 
     Args:
         job: What to run.
@@ -509,47 +511,70 @@ def run_tiles(
         on_progress: Called with the number of tiles finished since the last call.
         lanes: Batches predicted at once in this process (each holds one batch in memory).
     """
-    blocks = blocks_of(tiles, tiles_per_block(len(tiles), int(job.arguments["batch_size"])))
-    if client is not None:
-        from rasterlearn.execution.dask import map_blocks
+    blocks = blocks_of(tiles, block_size(len(tiles), int(job.arguments["batch_size"])))
+    yield from run_predictions(
+        cached_predictor(job.model, job.device, job.model_version),
+        _block_results,
+        blocks,
+        job,
+        serial=lambda: predict_blocks(job, blocks, on_progress),
+        client=client,
+        lanes=lanes,
+        on_progress=on_progress,
+    )
 
-        results = map_blocks(client, _block_results, blocks, job)
+
+def run_predictions(
+    predictor: Predictor,
+    fn: Callable[[list[B], J], list[R]],
+    blocks: list[list[B]],
+    job: J,
+    *,
+    serial: Callable[[], Iterator[R]],
+    client: Any = None,
+    lanes: int = 1,
+    on_progress: Callable[[int], None] | None = None,
+) -> Iterator[R]:
+    """A model's results for blocks of items, in block order, here or on a cluster.
+
+    A :attr:`~Predictor.concurrent` predictor (PyTorch on the CPU) runs each forward pass on
+    one thread, on ``lanes`` lanes side by side here (:func:`model_lanes`) as on workers, so
+    the results are the same to the last bit however the blocks are spread, provided ``fn``
+    forms its batches inside a block and calls :func:`one_thread_per_pass`. With one lane
+    (and for other predictors) ``serial`` runs instead: one batch at a time, reading ahead.
+
+    Args:
+        predictor: The model, opened in this process.
+        fn: Predicts one block on a lane or worker: ``fn(block, job)``, one result an item.
+        blocks: The blocks (see :func:`~rasterlearn.execution.blocks.block_size`).
+        job: What ``fn`` needs (picklable for a cluster).
+        serial: Gives every block's results in order, in this thread (and reports progress).
+        client: A Dask client, or None to run in this process.
+        lanes: Blocks predicted at once in this process.
+        on_progress: Called with the number of items of each block done (not for ``serial``).
+    """
+    if client is not None:
+        results = run_blocks(fn, blocks, job, client=client)
         yield from _in_block_order(blocks, results, on_progress)
         return
-    _, predictor = open_job(job)
-    if not predictor.concurrent:
-        yield from predict_blocks(job, blocks, on_progress)
-        return
-    with torch_threads(1):
+    with model_lanes(predictor, lanes) as lanes:
         if lanes <= 1:
-            yield from predict_blocks(job, blocks, on_progress)
+            yield from serial()
             return
-        work = functools.partial(_block_results, job=job)
-        results = ordered_map(_lane_pool(lanes), work, blocks, 2 * lanes)
-        yield from _in_block_order(blocks, results, on_progress)
+        yield from _in_block_order(blocks, run_blocks(fn, blocks, job, lanes=lanes), on_progress)
 
 
 def _in_block_order(
-    blocks: list[list[Tile]],
-    results: Iterable[list[PixelResult | TileDetections]],
+    blocks: list[list[B]],
+    results: Iterable[list[R]],
     on_progress: Callable[[int], None] | None,
-) -> Iterator[PixelResult | TileDetections]:
+) -> Iterator[R]:
     for block, block_results in zip(blocks, results, strict=True):
         yield from block_results
         if on_progress is not None:
             on_progress(len(block))
 
 
-@functools.lru_cache(maxsize=1)
-def _lane_pool(lanes: int) -> ThreadPoolExecutor:
-    # Kept from run to run: a lane thread keeps its raster handles for the next blocks.
-    return ThreadPoolExecutor(lanes, thread_name_prefix="rasterlearn-lane")
-
-
 def _block_results(block: list[Tile], job: InferenceJob) -> list[PixelResult | TileDetections]:
-    _, predictor = open_job(job)
-    if predictor.concurrent:
-        # On a worker as in a lane: one thread per forward pass (see run_tiles). A worker
-        # process is the job's, so the setting is left for its next blocks.
-        set_torch_threads(1)
+    one_thread_per_pass(open_job(job)[1])
     return list(predict_blocks(job, [block], prefetch=False))

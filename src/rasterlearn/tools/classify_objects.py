@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -13,27 +15,43 @@ import shapely
 from affine import Affine
 
 from rasterlearn.errors import InputError, ParameterError
+from rasterlearn.execution.blocks import block_size, blocks_of
+from rasterlearn.execution.dask import parse_cluster
 from rasterlearn.geo.grid import Box
 from rasterlearn.geo.raster import RasterSource, bounded_gdal_cache
 from rasterlearn.geo.vector import read_vector, vector_driver, write_vector
 from rasterlearn.inference import tta
-from rasterlearn.inference.engine import prefetched
-from rasterlearn.inference.jobs import model_text, open_inputs
+from rasterlearn.inference.engine import (
+    cached_predictor,
+    cached_raster,
+    one_thread_per_pass,
+    prefetched,
+    run_predictions,
+)
+from rasterlearn.inference.jobs import (
+    cluster_client,
+    cpu_lanes,
+    model_text,
+    model_version,
+    open_inputs,
+)
 from rasterlearn.inference.predictors import (
     CLASSIFICATION,
     ModelInfo,
     Predictor,
-    open_predictor,
     resolve_model_arguments,
 )
 from rasterlearn.progress import progress_bar
 from rasterlearn.tools.declaration import INPUT, Parameter, declare
 from rasterlearn.tools.parameters import (
+    CLUSTER,
     DEVICE,
     IN_MODEL_DEFINITION,
     IN_RASTER,
+    NUM_WORKERS,
     OVERWRITE,
     PROCESSING_MODE,
+    SCHEDULER,
     output,
 )
 
@@ -47,6 +65,9 @@ def classify_objects(
     processing_mode: str = "PROCESS_AS_MOSAICKED_IMAGE",
     model_arguments: dict | None = None,
     device: str | None = None,
+    num_workers: int | None = None,
+    cluster: str | None = None,
+    scheduler: str | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
 ) -> Path:
@@ -55,6 +76,8 @@ def classify_objects(
     Chips are cut as the model was trained (its ``.emd``): ``CropSizeFixed`` 1 cuts a chip of
     the model's size centred on the feature, 0 the feature's bounding box resampled to the
     model's size; ``BlackenAroundFeature`` 1 sets the pixels outside the feature to 0.
+    The output is the same, to the last bit of every confidence, whatever ``num_workers``
+    and on a cluster.
 
     Returns:
         The output path.
@@ -65,7 +88,11 @@ def classify_objects(
     vector_driver(out_feature_class)
     if not class_label_field:
         raise ParameterError("class_label_field must not be empty", "give a field name")
-    predictor = open_predictor(model_text(in_model_definition), device)
+    lanes = cpu_lanes(num_workers)
+    parse_cluster(cluster, scheduler)
+    model = model_text(in_model_definition)
+    version = model_version(model)
+    predictor = cached_predictor(model, device, version)
     info = predictor.info
     if info.task != CLASSIFICATION:
         raise ParameterError(
@@ -78,19 +105,151 @@ def classify_objects(
         info.check_bands(source.info.count, source.name)
     if in_features is None:
         frame = _footprints(sources)
-        chips = [(s, Box(0, 0, s.info.height, s.info.width), None) for s in sources]
+        chips = [ObjectChip(k, k, s.info.bounds_box) for k, s in enumerate(sources)]
     else:
         frame, chips = _feature_chips(sources[0], in_features, info)
-    labels, confidences = _predict(predictor, chips, args, progress)
+    job = ObjectJob(tuple((s.spec, s.name) for s in sources), model, version, device, args)
+    with (
+        cluster_client(cluster, scheduler) as client,
+        bounded_gdal_cache(),
+        progress_bar("Classifying objects", len(frame), progress) as advance,
+    ):
+        advance(len(frame) - len(chips))  # features outside the raster get no label
+        probabilities = list(_classify(predictor, job, chips, client, lanes, advance))
+    labels, confidences = _labels(info, args, len(frame), chips, probabilities)
     frame = frame.copy()
     frame[class_label_field] = labels
     frame["Confidence"] = confidences
     return write_vector(frame, out_feature_class, overwrite)
 
 
-Chip = tuple[RasterSource, Box, shapely.Geometry | None]
-"""The raster, the window to cut (resampled to the model's size) and the feature to blacken
-around (None: keep every pixel)."""
+@dataclass(frozen=True)
+class ObjectChip:
+    """One object to classify.
+
+    Attributes:
+        row: The object's row in the output.
+        source: Which of the job's rasters it is cut from.
+        box: The window cut, resampled to the model's chip size.
+        feature: The feature to blacken around, or None to keep every pixel.
+    """
+
+    row: int
+    source: int
+    box: Box
+    feature: shapely.Geometry | None = None
+
+
+@dataclass(frozen=True)
+class ObjectJob:
+    """What a lane or a cluster worker needs to classify blocks of chips (small, picklable).
+
+    Attributes:
+        rasters: ``(spec, name)`` of each raster, as :class:`RasterSource` opens it.
+        model: The model definition: an ``.emd``/``.dlpk`` path or the emd's JSON text.
+        model_version: Changes when the model's files change.
+        device: Torch device, or None for the default.
+        arguments: Resolved model arguments.
+    """
+
+    rasters: tuple[tuple[str, str], ...]
+    model: str
+    model_version: str
+    device: str | None
+    arguments: dict[str, Any] = field(hash=False)
+
+    def predictor(self) -> Predictor:
+        return cached_predictor(self.model, self.device, self.model_version)
+
+    def raster(self, source: int) -> RasterSource:
+        return cached_raster(*self.rasters[source])
+
+
+def _classify(
+    predictor: Predictor,
+    job: ObjectJob,
+    chips: list[ObjectChip],
+    client: Any,
+    lanes: int,
+    advance: Callable[[int], None],
+) -> Iterator[np.ndarray]:
+    """Every chip's class probabilities, in chip order, on lanes here or on a cluster.
+
+    Blocks are whole batches of consecutive chips, so every way forms the same batches.
+    """
+    batch_size = int(job.arguments["batch_size"])
+    blocks = blocks_of(chips, block_size(len(chips), batch_size))
+
+    def serial() -> Iterator[np.ndarray]:
+        batches = (b for block in blocks for b in _chip_batches(job, block, predictor.info))
+        for batch, data, valid in prefetched(batches):
+            yield from _predict(predictor, data, valid, job.arguments)
+            advance(len(batch))
+
+    yield from run_predictions(
+        predictor,
+        _classify_block,
+        blocks,
+        job,
+        serial=serial,
+        client=client,
+        lanes=lanes,
+        on_progress=advance,
+    )
+
+
+def _classify_block(block: list[ObjectChip], job: ObjectJob) -> list[np.ndarray]:
+    """On a lane or worker: the class probabilities of a block's chips."""
+    predictor = job.predictor()
+    one_thread_per_pass(predictor)
+    return [
+        p
+        for _, data, valid in _chip_batches(job, block, predictor.info)
+        for p in _predict(predictor, data, valid, job.arguments)
+    ]
+
+
+def _chip_batches(
+    job: ObjectJob, chips: list[ObjectChip], info: ModelInfo
+) -> Iterator[tuple[list[ObjectChip], np.ndarray, np.ndarray]]:
+    batch_size = int(job.arguments["batch_size"])
+    for i in range(0, len(chips), batch_size):
+        batch = chips[i : i + batch_size]
+        read = [_read_chip(job.raster(chip.source), chip, info) for chip in batch]
+        yield batch, np.stack([d for d, _ in read]), np.stack([v for _, v in read])
+
+
+def _predict(
+    predictor: Predictor, data: np.ndarray, valid: np.ndarray, args: dict[str, Any]
+) -> np.ndarray:
+    if args.get("test_time_augmentation"):
+        return tta.classify(predictor, data, valid, predictor.info.image_space)
+    return predictor.classify(data, valid)
+
+
+def _labels(
+    info: ModelInfo,
+    args: dict[str, Any],
+    rows: int,
+    chips: list[ObjectChip],
+    probabilities: list[np.ndarray],
+) -> tuple[list[str | None], list]:
+    """The label and confidence of every row (None, or NaN, for rows without a chip)."""
+    names = [name for _, name, _ in info.classes]
+    labels: list[str | None] = [None] * rows
+    confidences: list = [None] * rows
+    threshold = float(args.get("threshold", 0.5))
+    for chip, p in zip(chips, probabilities, strict=True):
+        if info.multi_label:
+            chosen = np.flatnonzero(p >= threshold)
+            labels[chip.row] = ";".join(names[k] for k in chosen)
+            confidences[chip.row] = ";".join(f"{p[k]:.4f}" for k in chosen)
+        else:
+            k = int(p.argmax())
+            labels[chip.row], confidences[chip.row] = names[k], float(p[k])
+    if not info.multi_label:
+        confidences = [np.nan if c is None else c for c in confidences]
+    return labels, confidences
 
 
 def _footprints(sources: list[RasterSource]) -> gpd.GeoDataFrame:
@@ -106,7 +265,8 @@ def _footprints(sources: list[RasterSource]) -> gpd.GeoDataFrame:
 
 def _feature_chips(
     source: RasterSource, features: str | Path, info: ModelInfo
-) -> tuple[gpd.GeoDataFrame, list[Chip | None]]:
+) -> tuple[gpd.GeoDataFrame, list[ObjectChip]]:
+    """The features, and a chip for each one that is valid and overlaps the raster."""
     frame = read_vector(features)
     if frame.empty:
         raise InputError(f"features {Path(features).name} are empty", "give features to classify")
@@ -115,24 +275,24 @@ def _feature_chips(
         frame = frame.to_crs(raster.crs)
     geoms = shapely.make_valid(frame.geometry.values)
     inverse = (~raster.transform).to_shapely()
-    chips: list[Chip | None] = []
-    for geom in geoms:
+    chips: list[ObjectChip] = []
+    for row, geom in enumerate(geoms):
         if geom is None or geom.is_empty:
-            chips.append(None)
             continue
         x0, y0, x1, y1 = shapely.affinity.affine_transform(geom, inverse).bounds
         r0, c0 = math.floor(y0), math.floor(x0)
         bbox = Box(r0, c0, max(1, math.ceil(y1) - r0), max(1, math.ceil(x1) - c0))
         box = bbox.centered(info.tile_height, info.tile_width) if info.crop_size_fixed else bbox
         if raster.bounds_box.intersection(box) is None:
-            chips.append(None)  # outside the raster: no label
-            continue
-        chips.append((source, box, geom if info.blacken_around_feature else None))
+            continue  # outside the raster: no label
+        chips.append(ObjectChip(row, 0, box, geom if info.blacken_around_feature else None))
     return frame, chips
 
 
-def _read_chip(chip: Chip, info: ModelInfo) -> tuple[np.ndarray, np.ndarray]:
-    source, box, feature = chip
+def _read_chip(
+    source: RasterSource, chip: ObjectChip, info: ModelInfo
+) -> tuple[np.ndarray, np.ndarray]:
+    box, feature = chip.box, chip.feature
     h, w = info.tile_height, info.tile_width
     transform = (
         source.info.transform
@@ -145,52 +305,6 @@ def _read_chip(chip: Chip, info: ModelInfo) -> tuple[np.ndarray, np.ndarray]:
         data = np.where(inside, data, np.zeros((), data.dtype))
     data = np.where(valid, data, np.zeros((), data.dtype))
     return data, valid
-
-
-def _batches(
-    chips: list[Chip | None], info: ModelInfo, batch_size: int
-) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
-    index, data, valid = [], [], []
-    for i, chip in enumerate(chips):
-        if chip is None:
-            continue
-        d, v = _read_chip(chip, info)
-        index.append(i)
-        data.append(d)
-        valid.append(v)
-        if len(index) == batch_size:
-            yield index, np.stack(data), np.stack(valid)
-            index, data, valid = [], [], []
-    if index:
-        yield index, np.stack(data), np.stack(valid)
-
-
-def _predict(
-    predictor: Predictor, chips: list[Chip | None], args: dict, progress: bool | None
-) -> tuple[list[str | None], list]:
-    info = predictor.info
-    names = [name for _, name, _ in info.classes]
-    labels: list[str | None] = [None] * len(chips)
-    confidences: list = [None] * len(chips)
-    threshold = float(args.get("threshold", 0.5))
-    with bounded_gdal_cache(), progress_bar("Classifying objects", len(chips), progress) as advance:
-        for index, data, valid in prefetched(_batches(chips, info, int(args["batch_size"]))):
-            if args.get("test_time_augmentation"):
-                probs = tta.classify(predictor, data, valid, info.image_space)
-            else:
-                probs = predictor.classify(data, valid)
-            for i, p in zip(index, probs, strict=True):
-                if info.multi_label:
-                    chosen = np.flatnonzero(p >= threshold)
-                    labels[i] = ";".join(names[k] for k in chosen)
-                    confidences[i] = ";".join(f"{p[k]:.4f}" for k in chosen)
-                else:
-                    k = int(p.argmax())
-                    labels[i], confidences[i] = names[k], float(p[k])
-            advance(len(index))
-    if not info.multi_label:
-        confidences = [np.nan if c is None else c for c in confidences]
-    return labels, confidences
 
 
 def _result_lines(path: Path) -> list[str]:
@@ -239,6 +353,9 @@ TOOL = declare(
             flag="--arg",
         ),
         DEVICE,
+        NUM_WORKERS,
+        CLUSTER,
+        SCHEDULER,
         OVERWRITE,
     ],
     report=_result_lines,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,11 +13,9 @@ from rasterlearn.execution.dask import (
     dask_client,
     parse_cluster,
 )
-from rasterlearn.execution.threads import BoundedSubmitter, default_workers, ordered_map
+from rasterlearn.execution.threads import default_workers
 from rasterlearn.export.class_data import class_table, load_class_data
-from rasterlearn.export.cut import ChipCutter
-from rasterlearn.export.distributed import ExportJob, SourceSpec, write_chips_distributed
-from rasterlearn.export.plan import ChipPlan, plan_chips
+from rasterlearn.export.plan import plan_chips
 from rasterlearn.export.settings import (
     CROP_MODES,
     PROCESSING_MODES,
@@ -28,12 +24,12 @@ from rasterlearn.export.settings import (
     choice,
     rotation_angles,
 )
+from rasterlearn.export.write import ExportJob, SourceSpec, write_chips
 from rasterlearn.formats.chip_images import CHIP_IMAGE_FORMATS, chip_image_format
 from rasterlearn.formats.chips import (
     ACCUMULATED_STATS_FILE,
     EMD_FILE,
     STATS_FILE,
-    ChipGeoref,
     ClassInfo,
     ExportWriter,
     accumulated_stats,
@@ -242,20 +238,18 @@ def _run_export(
         dask_client(*where) as client,
     ):
         writer = ExportWriter(tmp, s.fmt, s.chip_format, classes)
+        job = ExportJob(
+            token=uuid.uuid4().hex,
+            folder=tmp,
+            settings=s,
+            sources=tuple(SourceSpec.of(src) for src in sources),
+            features=features,
+            class_source=SourceSpec.of(class_source) if class_source else None,
+            classes=tuple(classes),
+        )
+        lanes = default_workers(s.num_workers)
         with progress_bar("Exporting chips", total, s.progress) as advance:
-            if client is None:
-                _write_chips(writer, sources, plans_per_source, s, features, class_source, advance)
-            else:
-                job = ExportJob(
-                    token=uuid.uuid4().hex,
-                    folder=tmp,
-                    settings=s,
-                    sources=tuple(SourceSpec.of(src) for src in sources),
-                    features=features,
-                    class_source=SourceSpec.of(class_source) if class_source else None,
-                    classes=tuple(classes),
-                )
-                write_chips_distributed(client, writer, job, plans_per_source, advance)
+            write_chips(writer, job, plans_per_source, advance, client, lanes)
         if writer.num_chips == 0:
             raise InputError(
                 "no chip was written: no tile holds labelled features with enough valid pixels",
@@ -266,33 +260,6 @@ def _run_export(
     return ExportResult(
         Path(out_folder), s.fmt.keyword, writer.num_chips, writer.num_features, classes
     )
-
-
-def _write_chips(
-    writer: ExportWriter,
-    sources: list[RasterSource],
-    plans_per_source: list[list[ChipPlan]],
-    s: ExportSettings,
-    features: FeatureSet | None,
-    class_source: RasterSource | None,
-    advance: Callable[[int], None],
-) -> None:
-    """Cut and write every chip in this process, on a pool of threads."""
-    workers = default_workers(s.num_workers)
-    with ThreadPoolExecutor(workers) as pool:
-        submitter = BoundedSubmitter(pool, 2 * workers)
-        index = 0
-        for src, plans in zip(sources, plans_per_source, strict=True):
-            cutter = ChipCutter(src, s, features, class_source)
-            for chip in ordered_map(pool, cutter, plans, 2 * workers):
-                advance(1)
-                if chip is None:
-                    continue
-                georef = ChipGeoref(chip.transform, src.info.crs, src.info.nodata)
-                submitter.submit(writer.write_chip, index, chip.data, georef, chip.labels)
-                writer.count_chip(chip.labels, chip.band_stats)
-                index += 1
-        submitter.wait()
 
 
 def _write_metadata(

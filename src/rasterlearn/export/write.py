@@ -1,16 +1,17 @@
-"""Distributed export on a Dask cluster, byte for byte that of a run in one process.
+"""Cut and write chips in blocks, on lanes in this process or on a Dask cluster, byte for byte
+the same either way.
 
-The client plans the chips; blocks of consecutive plans go to the workers, which open the
-rasters themselves (path or URL), cut the chips and send back only what the statistics need.
-In block order the client numbers each block's chips, and the worker holding them writes them
-under their final names. The client merges the statistics in plan order.
+This process plans the chips; blocks of consecutive plans go to the lanes or workers, which
+open the rasters themselves (path or URL, once per process), cut the chips and send back only
+what the statistics need. In block order this process numbers each block's chips, and the lane
+or worker holding them writes them under their final names. The statistics are merged here in
+plan order.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +21,11 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 
 from rasterlearn.errors import OutputError
-from rasterlearn.execution.dask import (
-    map_blocks_staged,
-    on_every_worker,
-    worker_threads,
-)
+from rasterlearn.execution.blocks import block_size, blocks_of, run_blocks_staged
+from rasterlearn.execution.cache import cached, forget_everywhere
+from rasterlearn.export.cut import ChipCutter, CutChip
+from rasterlearn.export.plan import ChipPlan
+from rasterlearn.export.settings import ExportSettings
 from rasterlearn.formats.chips import (
     ChipGeoref,
     ChipTally,
@@ -41,14 +42,6 @@ from rasterlearn.geo.vector import FeatureSet
 
 if TYPE_CHECKING:
     from distributed import Client
-from rasterlearn.export.cut import ChipCutter, CutChip
-from rasterlearn.export.plan import ChipPlan
-from rasterlearn.export.settings import ExportSettings
-
-MAX_CHIPS_PER_BLOCK = 32
-
-
-BLOCKS_PER_WORKER_THREAD = 4
 
 
 @dataclass(frozen=True)
@@ -72,7 +65,7 @@ class SourceSpec:
 
 @dataclass(frozen=True)
 class ExportJob:
-    """Everything a worker needs, sent to each worker once."""
+    """Everything a lane or worker needs, sent to each worker once."""
 
     token: str
     folder: Path
@@ -99,22 +92,24 @@ class _BlockSummary:
     chips: tuple[tuple[ChipTally | None, list[BandStats]], ...]
 
 
-class _WorkerRasters:
-    """A job's rasters on one worker, opened when a block first needs them."""
+class _JobRasters:
+    """A job's rasters in one process, opened when a block first needs them."""
 
     def __init__(self, job: ExportJob) -> None:
         self.job = job
         self.class_source = job.class_source.open() if job.class_source is not None else None
         self.cutters: dict[int, ChipCutter] = {}
+        self._lock = threading.Lock()
 
     def cutter(self, source: int) -> ChipCutter:
-        cutter = self.cutters.get(source)
-        if cutter is None:
-            job = self.job
-            raster = job.sources[source].open()
-            cutter = ChipCutter(raster, job.settings, job.features, self.class_source)
-            self.cutters[source] = cutter
-        return cutter
+        with self._lock:  # lanes of this process share it
+            cutter = self.cutters.get(source)
+            if cutter is None:
+                job = self.job
+                raster = job.sources[source].open()
+                cutter = ChipCutter(raster, job.settings, job.features, self.class_source)
+                self.cutters[source] = cutter
+            return cutter
 
     def close(self) -> None:
         for cutter in self.cutters.values():
@@ -123,41 +118,20 @@ class _WorkerRasters:
             self.class_source.close()
 
 
-class _WorkerJobs:
-    """Per worker process: the rasters of the last jobs, kept open for their next blocks."""
-
-    KEEP = 2
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._jobs: OrderedDict[str, _WorkerRasters] = OrderedDict()
-
-    def cutter(self, job: ExportJob, source: int) -> ChipCutter:
-        with self._lock:
-            rasters = self._jobs.get(job.token)
-            if rasters is None:
-                rasters = self._jobs[job.token] = _WorkerRasters(job)
-                while len(self._jobs) > self.KEEP:
-                    self._jobs.popitem(last=False)[1].close()
-            self._jobs.move_to_end(job.token)
-            return rasters.cutter(source)
-
-    def forget(self, token: str) -> None:
-        with self._lock:
-            rasters = self._jobs.pop(token, None)
-        if rasters is not None:
-            rasters.close()
+def _cache_key(job: ExportJob) -> tuple[str, str]:
+    return ("export", job.token)
 
 
-_WORKER_JOBS = _WorkerJobs()
+def _job_rasters(job: ExportJob) -> _JobRasters:
+    return cached(_cache_key(job), lambda: _JobRasters(job), _JobRasters.close)
 
 
 def _cut_block(
     block: _ChipBlock, job: ExportJob
 ) -> tuple[_BlockSummary, tuple[int, list[CutChip]]]:
-    """On a worker: cut a block's chips; the kept chips stay there until numbered."""
+    """On a lane or worker: cut a block's chips; the kept chips stay there until numbered."""
     with bounded_gdal_cache():
-        cutter = _WORKER_JOBS.cutter(job, block.source)
+        cutter = _job_rasters(job).cutter(block.source)
         chips = [chip for chip in map(cutter, block.plans) if chip is not None]
     kind = job.settings.fmt.labels
     summary = _BlockSummary(
@@ -169,7 +143,8 @@ def _cut_block(
 def _write_block(
     payload: tuple[int, list[CutChip]], first_index: int, job: ExportJob
 ) -> list[tuple[int, str]]:
-    """On a worker: write a block's chips numbered from ``first_index``; their map.txt lines."""
+    """On a lane or worker: write a block's chips numbered from ``first_index``; their map.txt
+    lines."""
     source, chips = payload
     if not job.folder.is_dir():
         raise OutputError(
@@ -188,30 +163,35 @@ def _write_block(
     return lines
 
 
-def _blocks(plans_per_source: list[list[ChipPlan]], size: int) -> list[_ChipBlock]:
+def _blocks(plans_per_source: list[list[ChipPlan]]) -> list[_ChipBlock]:
+    """Blocks of consecutive plans of one source, sized by the whole job."""
+    size = block_size(sum(len(plans) for plans in plans_per_source))
     return [
-        _ChipBlock(source, tuple(plans[i : i + size]))
-        for source, plans in enumerate(plans_per_source)
-        for i in range(0, len(plans), size)
+        _ChipBlock(source, tuple(plans))
+        for source, all_plans in enumerate(plans_per_source)
+        for plans in blocks_of(all_plans, size)
     ]
 
 
-def _forget_job(token: str) -> None:
-    """On a worker: close the rasters a finished job opened."""
-    _WORKER_JOBS.forget(token)
-
-
-def write_chips_distributed(
-    client: Client,
+def write_chips(
     writer: ExportWriter,
     job: ExportJob,
     plans_per_source: list[list[ChipPlan]],
     advance: Callable[[int], None],
+    client: Client | None = None,
+    lanes: int = 1,
 ) -> None:
-    """Cut and write every chip on the client's workers; statistics merged here in plan order."""
-    total = sum(len(p) for p in plans_per_source)
-    threads = worker_threads(client)
-    size = max(1, min(MAX_CHIPS_PER_BLOCK, -(-total // (BLOCKS_PER_WORKER_THREAD * threads))))
+    """Cut and write every chip on ``lanes`` here or on the client's workers; the statistics
+    and ``map.txt`` lines are counted here in plan order.
+
+    Args:
+        writer: The export's writer (this process's), which counts the statistics.
+        job: The job; its folder is the export's temporary folder.
+        plans_per_source: The planned chips of each source, in order.
+        advance: Called with the number of plans done.
+        client: A Dask client, or None to run in this process.
+        lanes: Blocks cut and written side by side in this process, without a client.
+    """
     next_index = 0
 
     def number(summary: _BlockSummary) -> int:
@@ -221,13 +201,14 @@ def write_chips_distributed(
         return first
 
     try:
-        for summary, lines in map_blocks_staged(
-            client,
+        for summary, lines in run_blocks_staged(
             _cut_block,
             _write_block,
-            _blocks(plans_per_source, size),
+            _blocks(plans_per_source),
             job,
             decide=number,
+            client=client,
+            lanes=lanes,
             name="export",
         ):
             for tally, band_stats in summary.chips:
@@ -236,4 +217,4 @@ def write_chips_distributed(
                 writer.add_map_line(index, line)
             advance(summary.planned)
     finally:
-        on_every_worker(client, _forget_job, job.token)
+        forget_everywhere(client, _cache_key(job))
