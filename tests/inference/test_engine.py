@@ -9,11 +9,10 @@ import pytest
 from affine import Affine
 
 from rasterlearn.errors import ParameterError
-from rasterlearn.geo.grid import Box
+from rasterlearn.geo.grid import Box, Grid
 from rasterlearn.inference.engine import (
     MAX_BATCHES_PER_BLOCK,
     TARGET_BLOCKS,
-    Grid,
     area_of_extent,
     blocks_of,
     plan_tiles,

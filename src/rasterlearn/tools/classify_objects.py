@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,10 +9,9 @@ import geopandas as gpd
 import numpy as np
 import rasterio.features
 import shapely
-from affine import Affine
 
 from rasterlearn.errors import InputError, ParameterError
-from rasterlearn.geo.grid import Box
+from rasterlearn.geo.grid import Box, object_chip
 from rasterlearn.geo.raster import RasterSource, bounded_gdal_cache
 from rasterlearn.geo.vector import read_vector, vector_driver, write_vector
 from rasterlearn.inference import tta
@@ -84,7 +82,7 @@ def classify_objects(
         info.check_bands(source.info.count, source.name)
     if in_features is None:
         frame = _footprints(sources)
-        chips = [(s, Box(0, 0, s.info.height, s.info.width), None) for s in sources]
+        chips = [(s, s.info.grid.box, None) for s in sources]
     else:
         frame, chips = _feature_chips(sources[0], in_features, info)
     labels, confidences = _predict(predictor, chips, args, progress)
@@ -100,11 +98,8 @@ around (None: keep every pixel)."""
 
 
 def _footprints(sources: list[RasterSource]) -> gpd.GeoDataFrame:
-    geoms = []
-    for s in sources:
-        t, w, h = s.info.transform, s.info.width, s.info.height
-        geoms.append(shapely.Polygon([t @ c for c in ((0, 0), (w, 0), (w, h), (0, h))]))
-    crs = sources[0].info.crs
+    geoms = [s.info.grid.footprint for s in sources]
+    crs = sources[0].info.grid.crs
     return gpd.GeoDataFrame(
         {"Image": [Path(s.name).name for s in sources]}, geometry=geoms, crs=crs
     )
@@ -116,21 +111,19 @@ def _feature_chips(
     frame = read_vector(features)
     if frame.empty:
         raise InputError(f"features {Path(features).name} are empty", "give features to classify")
-    raster = source.info
-    if raster.crs is not None and frame.crs is not None and frame.crs != raster.crs:
-        frame = frame.to_crs(raster.crs)
+    grid = source.info.grid
+    if grid.crs is not None and frame.crs is not None and frame.crs != grid.crs:
+        frame = frame.to_crs(grid.crs)
     geoms = shapely.make_valid(frame.geometry.values)
-    inverse = (~raster.transform).to_shapely()
+    shape = (info.tile_height, info.tile_width) if info.crop_size_fixed else None
     chips: list[Chip | None] = []
     for geom in geoms:
         if geom is None or geom.is_empty:
             chips.append(None)
             continue
-        x0, y0, x1, y1 = shapely.affinity.affine_transform(geom, inverse).bounds
-        r0, c0 = math.floor(y0), math.floor(x0)
-        bbox = Box(r0, c0, max(1, math.ceil(y1) - r0), max(1, math.ceil(x1) - c0))
-        box = bbox.centered(info.tile_height, info.tile_width) if info.crop_size_fixed else bbox
-        if raster.bounds_box.intersection(box) is None:
+        # the chip Export Training Data cuts for the feature, so the model sees what it learnt
+        box = object_chip(grid.to_pixels(geom).bounds, shape)
+        if grid.box.intersection(box) is None:
             chips.append(None)  # outside the raster: no label
             continue
         chips.append((source, box, geom if info.blacken_around_feature else None))
@@ -139,15 +132,10 @@ def _feature_chips(
 
 def _read_chip(chip: Chip, info: ModelInfo) -> tuple[np.ndarray, np.ndarray]:
     source, box, feature = chip
-    h, w = info.tile_height, info.tile_width
-    transform = (
-        source.info.transform
-        @ Affine.translation(box.col, box.row)
-        @ Affine.scale(box.width / w, box.height / h)
-    )
-    data, valid = source.read_onto(transform, w, h)
+    grid = source.info.grid.window(box).resampled(info.tile_height, info.tile_width)
+    data, valid = source.read_onto(grid)
     if feature is not None:
-        inside = rasterio.features.geometry_mask([feature], (h, w), transform, invert=True)
+        inside = rasterio.features.geometry_mask([feature], grid.shape, grid.transform, invert=True)
         data = np.where(inside, data, np.zeros((), data.dtype))
     data = np.where(valid, data, np.zeros((), data.dtype))
     return data, valid
