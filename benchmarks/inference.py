@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from rasterlearn import export_training_data
-from rasterlearn.inference.engine import Grid, plan_tiles, read_tile
+from rasterlearn.inference.engine import plan_tiles, read_tile
 from rasterlearn.inference.predictors import open_predictor, resolve_model_arguments
 from rasterlearn.synthetic import make_scene
 from rasterlearn.tools.classify_pixels import classify_pixels
@@ -84,7 +84,7 @@ def bare_forward_seconds(raster: Path, model: Path, tool: str) -> tuple[float, i
     from rasterlearn.geo.raster import RasterSource
 
     with RasterSource(str(raster)) as source:
-        grid = Grid.of_raster(source.info)
+        grid = source.info.grid
         tiles = plan_tiles(grid.box, info.tile_height, info.tile_width, args["padding"])
         reads = [read_tile(source, grid, t.read, None) for t in tiles]
     batch = int(args["batch_size"])

@@ -9,8 +9,8 @@ import pytest
 from affine import Affine
 
 from rasterlearn.errors import ParameterError
-from rasterlearn.geo.grid import Box
-from rasterlearn.inference.engine import Grid, area_of_extent, plan_tiles, prefetched
+from rasterlearn.geo.grid import Box, Grid
+from rasterlearn.inference.engine import area_of_extent, plan_tiles, prefetched
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from rasterio.windows import bounds as window_bounds
 from rasterio.windows import transform as window_transform
 
 from rasterlearn.errors import InputError, ParameterError
+from rasterlearn.geo.grid import Bounds, Grid
 
 RAT_VALUE_FIELDS = ("value", "classvalue", "class_value")
 RAT_NAME_FIELDS = ("class", "classname", "class_name", "name", "label")
@@ -146,40 +146,18 @@ def read_classes(ds: DatasetReader | WarpedVRT, window: Window, role: str) -> np
     return np.where(valid, values, 0)
 
 
-@dataclass(frozen=True)
-class Grid:
-    """The classified raster's grid, which the reference is read onto."""
-
-    crs: rasterio.crs.CRS | None
-    transform: rasterio.Affine
-    width: int
-    height: int
-
-    @classmethod
-    def of(cls, ds: DatasetReader) -> Grid:
-        return cls(ds.crs if ds.crs else None, ds.transform, ds.width, ds.height)
-
-    @property
-    def bounds(self) -> tuple[float, float, float, float]:
-        return window_bounds(Window(0, 0, self.width, self.height), self.transform)
-
-    def window_of(self, bounds: tuple[float, float, float, float]) -> Window | None:
-        """The pixel window covering ``bounds`` (rounded outwards), None when outside the grid."""
-        left, bottom, right, top = bounds
-        if self.transform.b or self.transform.d:
-            return Window(0, 0, self.width, self.height)
-        cols, rows = ~self.transform @ (np.array([left, right]), np.array([top, bottom]))
-        c0, c1 = max(0, int(np.floor(min(cols)))), min(self.width, int(np.ceil(max(cols))))
-        r0, r1 = max(0, int(np.floor(min(rows)))), min(self.height, int(np.ceil(max(rows))))
-        if c1 <= c0 or r1 <= r0:
-            return None
-        return Window(c0, r0, c1 - c0, r1 - r0)
+def _overlap(grid: Grid, bounds: Bounds) -> Window | None:
+    """The window of the grid covering map bounds, None when they miss it."""
+    if grid.transform.b or grid.transform.d:
+        return grid.box.to_window()  # rotated: the whole grid
+    box = grid.area_of(bounds)
+    return box.to_window() if box is not None else None
 
 
 def _same_grid(ds: DatasetReader, grid: Grid) -> bool:
-    same_crs = (ds.crs or None) == grid.crs
-    same_transform = ds.transform.almost_equals(grid.transform, precision=1e-9)
-    return same_crs and same_transform and (ds.width, ds.height) == (grid.width, grid.height)
+    other = Grid.of(ds)
+    same_transform = other.transform.almost_equals(grid.transform, precision=1e-9)
+    return other.crs == grid.crs and same_transform and other.shape == grid.shape
 
 
 @contextlib.contextmanager
@@ -199,7 +177,7 @@ def raster_on_grid(
     """
     ref_name, cls_name = names
     if _same_grid(ds, grid):
-        yield ds, Window(0, 0, grid.width, grid.height)
+        yield ds, grid.box.to_window()
         return
     if ds.crs is None or grid.crs is None:
         if ds.crs is None and grid.crs is None:
@@ -213,7 +191,7 @@ def raster_on_grid(
             "classified raster",
             "define its projection (e.g. gdal_edit -a_srs)",
         )
-    overlap = grid.window_of(transform_bounds(ds.crs, grid.crs, *ds.bounds, densify_pts=21))
+    overlap = _overlap(grid, transform_bounds(ds.crs, grid.crs, *ds.bounds, densify_pts=21))
     if overlap is None:
         raise InputError(
             f"{ref_name} does not overlap {cls_name}", "check that both cover the same area"
@@ -250,7 +228,7 @@ class PolygonReference:
 
     def overlap(self) -> Window | None:
         """The window of the grid the polygons cover, None when they miss it."""
-        return self.grid.window_of(tuple(shapely.total_bounds(self.geometries)))
+        return _overlap(self.grid, tuple(shapely.total_bounds(self.geometries)))
 
     def read(self, window: Window) -> np.ndarray:
         """Class values of a window (0 outside the polygons)."""

@@ -59,9 +59,8 @@ def _class_raster_values(source: RasterSource) -> tuple[list[int], dict[int, tup
             "give an integer raster of class values (0 = NoData)",
         )
     present: set[int] = set()
-    for box in tile_grid(
-        info.bounds_box, min(1024, info.height), min(1024, info.width), 1024, 1024
-    ):
+    grid = info.grid
+    for box in tile_grid(grid.box, min(1024, grid.height), min(1024, grid.width), 1024, 1024):
         data = source.read(box)[0]
         if info.nodata is not None:
             data = data[data != info.nodata]
@@ -88,7 +87,7 @@ def load_class_data(
                 "give polygons as class data",
             )
         class_source = open_raster_input(path)[0]
-        if (class_source.info.crs is None) != (info.crs is None):
+        if (class_source.info.grid.crs is None) != (info.grid.crs is None):
             class_source.close()
             raise InputError(
                 f"classified raster {path.name} and the input raster must both have a "
@@ -96,5 +95,5 @@ def load_class_data(
                 "georeference both the same way",
             )
         return None, class_source
-    features = load_features(path, info.crs, s.class_value_field, s.buffer_radius)
+    features = load_features(path, info.grid.crs, s.class_value_field, s.buffer_radius)
     return features, None

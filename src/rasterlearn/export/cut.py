@@ -12,12 +12,10 @@ from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import rasterize, shapes
 
-from rasterlearn.export.plan import ChipPlan, pixel_geometries
+from rasterlearn.export.plan import ChipPlan
 from rasterlearn.export.settings import ExportSettings
 from rasterlearn.formats.labels import ChipLabels, ObjectLabel
-from rasterlearn.geo.raster import (
-    RasterSource,
-)
+from rasterlearn.geo.raster import RasterSource
 from rasterlearn.geo.stats import chip_band_stats
 from rasterlearn.geo.vector import FeatureSet
 
@@ -69,22 +67,23 @@ class ChipCutter:
 
     def __call__(self, plan: ChipPlan) -> CutChip | None:
         s = self.settings
-        data, valid = self.source.read_onto(plan.transform, plan.width, plan.height)
+        data, valid = self.source.read_onto(plan.grid)
         nodata_fraction = 1.0 - float(valid.mean())
         if nodata_fraction >= 1.0 or nodata_fraction > s.max_nodata_fraction:
             return None
         labels = self._labels(plan, data)
         if labels is None:
             return None
-        return CutChip(data, plan.transform, labels, chip_band_stats(data, valid))
+        return CutChip(data, plan.grid.transform, labels, chip_band_stats(data, valid))
 
     def _objects(self, plan: ChipPlan) -> list[_Hit]:
         """Features overlapping the chip by at least the minimum ratio, clipped to it."""
-        candidates = np.sort(self.tree.query(plan.footprint, predicate="intersects"))
+        grid = plan.grid
+        candidates = np.sort(self.tree.query(grid.footprint, predicate="intersects"))
         if candidates.size == 0:
             return []
-        pixel = pixel_geometries(self.features.geometries[candidates], ~plan.transform)
-        parts = shapely.clip_by_rect(pixel, 0, 0, plan.width, plan.height)
+        pixel = grid.to_pixels(self.features.geometries[candidates])
+        parts = shapely.clip_by_rect(pixel, 0, 0, grid.width, grid.height)
         areas = shapely.area(parts)
         bounds = shapely.bounds(parts)
         # A feature sharing an edge with the chip leaves a float-noise sliver inside it: only
@@ -94,7 +93,7 @@ class ChipCutter:
         )
         if self.settings.min_polygon_overlap_ratio > 0:
             keep &= areas >= self.settings.min_polygon_overlap_ratio * shapely.area(pixel)
-        pixel_area = abs(plan.transform.determinant)
+        pixel_area = abs(grid.transform.determinant)
         values = self.features.values
         return [
             _Hit(int(i), int(values[i]), part, area * pixel_area)
@@ -116,7 +115,7 @@ class ChipCutter:
                 return None
             return ChipLabels(class_raster=class_raster)
         if class_raster is not None:
-            hits = _objects_from_class_raster(class_raster, abs(plan.transform.determinant))
+            hits = _objects_from_class_raster(class_raster, abs(plan.grid.transform.determinant))
         else:
             hits = self._objects(plan)
         if not hits and not keep_empty:
@@ -136,14 +135,14 @@ class ChipCutter:
         raise AssertionError(kind)
 
     def _feature_chip_labels(self, plan: ChipPlan, data: np.ndarray) -> ChipLabels:
-        i = plan.feature
+        i, grid = plan.feature, plan.grid
         value = int(self.features.values[i])
-        geom = pixel_geometries(self.features.geometries[i], ~plan.transform)
-        part = shapely.clip_by_rect(geom, 0, 0, plan.width, plan.height)
+        geom = grid.to_pixels(self.features.geometries[i])
+        part = shapely.clip_by_rect(geom, 0, 0, grid.width, grid.height)
         if self.settings.blacken_around_feature:
-            inside = rasterize_pixels(part, (plan.height, plan.width))
+            inside = rasterize_pixels(part, grid.shape)
             data[:, ~inside] = 0
-        area = part.area * abs(plan.transform.determinant)
+        area = part.area * abs(grid.transform.determinant)
         return ChipLabels(
             objects=[ObjectLabel(value, *part.bounds, area=area)], tile_classes=[value]
         )
@@ -151,21 +150,20 @@ class ChipCutter:
     def _rasterize(self, plan: ChipPlan, hits: list[_Hit]) -> np.ndarray:
         """Class values of the features in the chip, drawn in file order (later ones on top)."""
         dtype = "uint8" if self.features.values.max(initial=0) < 256 else "uint16"
+        shape = plan.grid.shape
         if not hits:
-            return np.zeros((plan.height, plan.width), dtype=dtype)
+            return np.zeros(shape, dtype=dtype)
         shapes_values = [(self.features.geometries[h.index], h.value) for h in hits]
         return rasterize(
             shapes_values,
-            out_shape=(plan.height, plan.width),
-            transform=plan.transform,
+            out_shape=shape,
+            transform=plan.grid.transform,
             fill=0,
             dtype=dtype,
         )
 
     def _class_raster(self, plan: ChipPlan) -> np.ndarray:
-        data, valid = self.class_source.read_onto(
-            plan.transform, plan.width, plan.height, Resampling.nearest
-        )
+        data, valid = self.class_source.read_onto(plan.grid, Resampling.nearest)
         band = data[0]
         band = np.where(valid, band, 0)
         return band.astype(np.uint8 if band.max(initial=0) < 256 else np.uint16)
@@ -192,7 +190,7 @@ def _instance_rasters(hits: list[_Hit], plan: ChipPlan) -> tuple[dict[int, np.nd
         The rasters by class value, and the objects that cover at least one pixel centre
         (only those are instances; a sliver without pixels is no label).
     """
-    shape = (plan.height, plan.width)
+    shape = plan.grid.shape
     out: dict[int, np.ndarray] = {}
     drawn: list[_Hit] = []
     for value in sorted({h.value for h in hits}):

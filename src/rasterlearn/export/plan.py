@@ -1,22 +1,18 @@
-"""Planning chips: a chip is an affine transform and a size, so planning a 20 GB raster is cheap."""
+"""Planning chips: a chip is a small grid (a transform and a size), so planning a 20 GB raster is
+cheap."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-import numpy as np
 import shapely
 from affine import Affine
 
 from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.export.settings import ExportSettings
-from rasterlearn.geo.grid import Box, tile_grid
-from rasterlearn.geo.raster import (
-    RasterInfo,
-    RasterSource,
-)
+from rasterlearn.geo.grid import Box, Grid, object_chip, tile_grid
+from rasterlearn.geo.raster import RasterInfo, RasterSource
 from rasterlearn.geo.vector import FeatureSet
 
 
@@ -24,90 +20,50 @@ from rasterlearn.geo.vector import FeatureSet
 class ChipPlan:
     """One chip to cut: its pixel grid in the raster's space, and the feature it is cut for."""
 
-    transform: Affine
-    width: int
-    height: int
+    grid: Grid
     feature: int | None = None
-
-    @property
-    def footprint(self) -> shapely.Polygon:
-        corners = [
-            self.transform @ c
-            for c in ((0, 0), (self.width, 0), (self.width, self.height), (0, self.height))
-        ]
-        return shapely.Polygon(corners)
-
-
-def pixel_geometries(geoms: np.ndarray | shapely.Geometry, inverse: Affine) -> np.ndarray:
-    """Geometries in the pixel coordinates of a grid, given the grid's inverse transform."""
-    return shapely.transform(geoms, lambda xy: np.column_stack(inverse @ (xy[:, 0], xy[:, 1])))
 
 
 def _grid_plans(info: RasterInfo, area: Box, s: ExportSettings) -> Iterator[ChipPlan]:
     for tile in tile_grid(area, s.tile_height, s.tile_width, s.stride_y, s.stride_x):
-        base = info.transform @ Affine.translation(tile.col, tile.row)
-        yield from _rotations(base, tile.width, tile.height, s.angles, None)
+        yield from _rotations(info.grid.window(tile), s.angles, None)
 
 
-def _rotations(
-    base: Affine, width: int, height: int, angles: tuple[float, ...], feature: int | None
-) -> Iterator[ChipPlan]:
+def _rotations(chip: Grid, angles: tuple[float, ...], feature: int | None) -> Iterator[ChipPlan]:
     for angle in angles:
-        transform = base
+        grid = chip
         if angle:
-            cx, cy = width / 2, height / 2
+            cx, cy = chip.width / 2, chip.height / 2
             transform = (
-                base
+                chip.transform
                 @ Affine.translation(cx, cy)
                 @ Affine.rotation(angle)
                 @ Affine.translation(-cx, -cy)
             )
-        yield ChipPlan(transform, width, height, feature)
-
-
-def _floor(value: float) -> int:
-    """Floor that forgives the float noise of map-to-pixel transforms (67.0000000037 -> 67)."""
-    return math.floor(value + 1e-6)
-
-
-def _ceil(value: float) -> int:
-    return math.ceil(value - 1e-6)
+            grid = replace(chip, transform=transform)
+        yield ChipPlan(grid, feature)
 
 
 def _feature_plans(
     info: RasterInfo, area: Box, features: FeatureSet, settings: ExportSettings
 ) -> Iterator[ChipPlan]:
-    inverse = ~info.transform
     area_poly = shapely.box(area.col, area.row, area.col_end, area.row_end)
+    shape = (settings.tile_height, settings.tile_width)
+    fixed = settings.crop_mode == "FIXED_SIZE"
     for i, geom in enumerate(features.geometries):
-        pixel = pixel_geometries(geom, inverse)
+        pixel = info.grid.to_pixels(geom)
         if not pixel.intersects(area_poly):
             continue
-        x0, y0, x1, y1 = pixel.bounds
-        c0, r0 = _floor(x0), _floor(y0)
-        bbox = Box(r0, c0, max(1, _ceil(y1) - r0), max(1, _ceil(x1) - c0))
-        box = (
-            bbox.centered(settings.tile_height, settings.tile_width)
-            if settings.crop_mode == "FIXED_SIZE"
-            else bbox
-        )
-        base = info.transform @ Affine.translation(box.col, box.row)
-        yield from _rotations(base, box.width, box.height, settings.angles, i)
+        box = object_chip(pixel.bounds, shape if fixed else None)
+        yield from _rotations(info.grid.window(box), settings.angles, i)
 
 
 def _processing_area(
     info: RasterInfo, extent: tuple[float, float, float, float] | None, name: str
 ) -> Box:
     if extent is None:
-        return info.bounds_box
-    xmin, ymin, xmax, ymax = extent
-    inverse = ~info.transform
-    cols, rows = zip(*(inverse @ (x, y) for x in (xmin, xmax) for y in (ymin, ymax)), strict=True)
-    window = Box(math.floor(min(rows)), math.floor(min(cols)), 0, 0)
-    box = Box(
-        window.row, window.col, math.ceil(max(rows)) - window.row, math.ceil(max(cols)) - window.col
-    )
-    inside = info.bounds_box.intersection(box) if box.area > 0 else None
+        return info.grid.box
+    inside = info.grid.area_of(extent)
     if inside is None:
         raise ParameterError(
             f"processing extent {extent} does not overlap raster {name}",
@@ -117,8 +73,7 @@ def _processing_area(
 
 
 def _check_overlap(features: FeatureSet, info: RasterInfo, name: str, source: str) -> None:
-    footprint = ChipPlan(info.transform, info.width, info.height).footprint
-    if not features.tree.query(footprint, predicate="intersects").size:
+    if not features.tree.query(info.grid.footprint, predicate="intersects").size:
         raise InputError(
             f"none of the {len(features)} features of {source} overlap raster {name}",
             "check that features and raster cover the same area and are in the right "
@@ -143,5 +98,5 @@ def plan_chips(
         plans = list(_grid_plans(src.info, area, s))
     if mask is not None:
         prepared = shapely.prepared.prep(mask)
-        plans = [p for p in plans if prepared.contains(p.footprint)]
+        plans = [p for p in plans if prepared.contains(p.grid.footprint)]
     return plans

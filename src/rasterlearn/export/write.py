@@ -57,7 +57,8 @@ class SourceSpec:
 
     @classmethod
     def of(cls, src: RasterSource) -> SourceSpec:
-        return cls(src.spec, src.name, src.cell_size, src.resampling, src.info.crs, src.info.nodata)
+        info = src.info
+        return cls(src.spec, src.name, src.cell_size, src.resampling, info.grid.crs, info.nodata)
 
     def open(self) -> RasterSource:
         return RasterSource(self.spec, self.name, self.cell_size, self.resampling)

@@ -20,7 +20,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import reproject
 
 from rasterlearn.errors import InputError, ParameterError
-from rasterlearn.geo.grid import Box
+from rasterlearn.geo.grid import PIXEL_NOISE, Box, Grid
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img", ".jp2", ".png", ".jpg", ".jpeg", ".mrf", ".dat"}
 
@@ -57,29 +57,18 @@ def _network_env(spec: str) -> contextlib.AbstractContextManager:
 
 @dataclass(frozen=True)
 class RasterInfo:
-    """What a raster is: grid, bands and georeference."""
+    """What a raster is: its grid (pixels and georeference) and bands."""
 
-    width: int
-    height: int
+    grid: Grid
     count: int
     dtype: str
-    crs: CRS | None
-    transform: Affine
     nodata: float | None
     band_names: tuple[str, ...]
     has_mask: bool
 
     @property
     def is_georeferenced(self) -> bool:
-        return self.crs is not None
-
-    @property
-    def bounds_box(self) -> Box:
-        return Box(0, 0, self.height, self.width)
-
-    @property
-    def cell_size(self) -> tuple[float, float]:
-        return (abs(self.transform.a), abs(self.transform.e))
+        return self.grid.crs is not None
 
 
 def _band_names(ds: rasterio.io.DatasetReader) -> tuple[str, ...]:
@@ -131,12 +120,9 @@ class RasterSource:
                 "convert it to one data type first (gdal_translate -ot)",
             )
         self.info = RasterInfo(
-            width=ds.width,
-            height=ds.height,
+            grid=Grid.of(ds),
             count=ds.count,
             dtype=ds.dtypes[0],
-            crs=ds.crs if ds.crs else None,
-            transform=ds.transform,
             nodata=ds.nodata,
             band_names=_band_names(ds),
             has_mask=any(
@@ -191,7 +177,7 @@ class RasterSource:
 
         Pixels outside the raster are nodata (or 0 without a nodata value).
         """
-        inside = self.info.bounds_box.contains(box)
+        inside = self.info.grid.box.contains(box)
         fill = self.info.nodata if self.info.nodata is not None else 0
         with self._read_errors(box):
             return self._dataset().read(
@@ -220,13 +206,10 @@ class RasterSource:
     def read_valid(self, box: Box, data: np.ndarray) -> np.ndarray:
         """Boolean mask of valid (not nodata, inside the raster) pixels of a read of ``box``."""
         valid = np.zeros(data.shape[1:], dtype=bool)
-        inside = self.info.bounds_box.intersection(box)
+        inside = self.info.grid.box.intersection(box)
         if inside is None:
             return valid
-        sl = np.s_[
-            inside.row - box.row : inside.row_end - box.row,
-            inside.col - box.col : inside.col_end - box.col,
-        ]
+        sl = inside.relative_to(box).slices
         if self.info.has_mask:
             valid[sl] = self._dataset().read_masks(1, window=inside.to_window()) > 0
         elif self.info.nodata is not None:
@@ -235,40 +218,48 @@ class RasterSource:
             valid[sl] = True
         return valid
 
+    def read_box(self, box: Box) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels of a box of the raster's own grid, and which of them are valid.
+
+        Returns:
+            ``(data, valid)``: data ``(bands, height, width)``, nodata (or 0) outside the
+            raster, and the mask of valid pixels.
+        """
+        data = self.read(box)
+        return data, self.read_valid(box, data)
+
     def read_onto(
-        self,
-        transform: Affine,
-        width: int,
-        height: int,
-        resampling: Resampling | None = None,
+        self, grid: Grid, resampling: Resampling | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Pixels resampled onto another grid of the raster's CRS (e.g. a rotated chip).
+
+        A grid that is a whole-pixel shift of the raster's is read as a box of it.
 
         Returns:
             ``(data, valid)``: data ``(bands, height, width)`` and the mask of pixels that
             fell on valid raster pixels.
         """
         info = self.info
-        box = _as_window_of(info.transform, transform, width, height)
+        box = _as_window_of(info.grid.transform, grid)
         if box is not None:
-            data = self.read(box)
-            return data, self.read_valid(box, data)
+            return self.read_box(box)
         fill = info.nodata if info.nodata is not None else 0
-        data = np.full((info.count, height, width), fill, dtype=info.dtype)
-        crs = info.crs or CRS.from_epsg(3857)  # GDAL's warper needs some CRS; both sides share it
+        data = np.full((info.count, grid.height, grid.width), fill, dtype=info.dtype)
+        # GDAL's warper needs some CRS; both sides share it
+        crs = info.grid.crs or CRS.from_epsg(3857)
         with self._read_errors():
             reproject(
                 source=rasterio.band(self._dataset(), list(range(1, info.count + 1))),
                 destination=data,
-                src_transform=info.transform,
+                src_transform=info.grid.transform,
                 src_crs=crs,
                 src_nodata=info.nodata,
-                dst_transform=transform,
+                dst_transform=grid.transform,
                 dst_crs=crs,
                 dst_nodata=fill,
                 resampling=resampling or self.resampling,
             )
-        valid = _footprint_mask(info, transform, width, height)
+        valid = _footprint_mask(info.grid, grid)
         if info.nodata is not None:
             valid &= ~np.all(_equals_nodata(data, info.nodata), axis=0)
         return data, valid
@@ -315,24 +306,26 @@ def _equals_nodata(data: np.ndarray, nodata: float) -> np.ndarray:
     return data == np.asarray(nodata).astype(data.dtype)
 
 
-def _footprint_mask(info: RasterInfo, transform: Affine, width: int, height: int) -> np.ndarray:
-    """Which pixels of a grid fall inside the raster's extent."""
-    rows, cols = np.mgrid[0:height, 0:width]
-    xs, ys = transform @ (cols + 0.5, rows + 0.5)
-    src_cols, src_rows = ~info.transform @ (xs, ys)
-    return (src_cols >= 0) & (src_cols < info.width) & (src_rows >= 0) & (src_rows < info.height)
+def _footprint_mask(raster: Grid, grid: Grid) -> np.ndarray:
+    """Which pixels of ``grid`` fall inside the raster's extent."""
+    rows, cols = np.mgrid[0 : grid.height, 0 : grid.width]
+    xs, ys = grid.transform @ (cols + 0.5, rows + 0.5)
+    src_cols, src_rows = ~raster.transform @ (xs, ys)
+    inside_cols = (src_cols >= 0) & (src_cols < raster.width)
+    return inside_cols & (src_rows >= 0) & (src_rows < raster.height)
 
 
-def _as_window_of(src: Affine, dst: Affine, width: int, height: int) -> Box | None:
-    """The window of ``src`` that ``dst`` is, when it is a whole-pixel shift of it."""
+def _as_window_of(src: Affine, grid: Grid) -> Box | None:
+    """The box of the grid of ``src`` that ``grid`` is, when it is a whole-pixel shift of it."""
+    dst = grid.transform
     tolerance = 1e-12 * max(abs(src.a), 1)
     pairs = ((dst.a, src.a), (dst.b, src.b), (dst.d, src.d), (dst.e, src.e))
     if any(abs(x - y) > tolerance for x, y in pairs):
         return None
     col, row = ~src @ (dst.c, dst.f)
-    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+    if abs(col - round(col)) > PIXEL_NOISE or abs(row - round(row)) > PIXEL_NOISE:
         return None
-    return Box(round(row), round(col), height, width)
+    return Box(round(row), round(col), grid.height, grid.width)
 
 
 @contextlib.contextmanager

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import math
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -32,14 +31,12 @@ from typing import Any, TypeVar
 import numpy as np
 import rasterio.features
 import shapely
-from affine import Affine
-from rasterio.crs import CRS
 
 from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.execution.blocks import block_size, blocks_of, run_blocks
 from rasterlearn.execution.cache import cached
-from rasterlearn.geo.grid import Box
-from rasterlearn.geo.raster import RasterInfo, RasterSource
+from rasterlearn.geo.grid import Box, Grid
+from rasterlearn.geo.raster import RasterSource
 from rasterlearn.inference import tta
 from rasterlearn.inference.predictors import (
     DETECTION,
@@ -60,35 +57,6 @@ EDGE_MARGIN = 2
 """Detections within this many pixels of a tile edge are cut by it (``exclude_pad_detections``)."""
 
 PREFETCH_BATCHES = 2
-
-
-@dataclass(frozen=True)
-class Grid:
-    """The pixel grid inference runs on: the raster's own, or resampled to another cell size.
-
-    Attributes:
-        transform: Pixel to map (or pixel) coordinates.
-        width: Columns.
-        height: Rows.
-        crs: Coordinate system, None for a raster without georeference.
-    """
-
-    transform: Affine
-    width: int
-    height: int
-    crs: CRS | None
-
-    @property
-    def box(self) -> Box:
-        return Box(0, 0, self.height, self.width)
-
-    def window_transform(self, box: Box) -> Affine:
-        return self.transform @ Affine.translation(box.col, box.row)
-
-    @classmethod
-    def of_raster(cls, info: RasterInfo) -> Grid:
-        """The raster's own grid (resampled already when the source has a cell size)."""
-        return cls(info.transform, info.width, info.height, info.crs)
 
 
 @dataclass(frozen=True)
@@ -173,11 +141,7 @@ def area_of_extent(grid: Grid, extent: tuple[float, float, float, float] | None)
         raise ParameterError(
             f"processing extent {extent} is empty", "give xmin ymin xmax ymax with min < max"
         )
-    inverse = ~grid.transform
-    cols, rows = zip(*(inverse @ (x, y) for x in (xmin, xmax) for y in (ymin, ymax)), strict=True)
-    r0, c0 = math.floor(min(rows) + 1e-6), math.floor(min(cols) + 1e-6)
-    box = Box(r0, c0, math.ceil(max(rows) - 1e-6) - r0, math.ceil(max(cols) - 1e-6) - c0)
-    inside = grid.box.intersection(box) if box.area > 0 else None
+    inside = grid.area_of(extent)
     if inside is None:
         raise ParameterError(
             f"processing extent {extent} does not overlap the raster",
@@ -284,11 +248,11 @@ class _Batch:
 def read_tile(
     source: RasterSource, grid: Grid, box: Box, mask: shapely.Geometry | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels of a grid window and their validity; invalid pixels are set to 0."""
-    data, valid = source.read_onto(grid.window_transform(box), box.width, box.height)
+    """Pixels of a box of the source's grid and their validity; invalid pixels are set to 0."""
+    data, valid = source.read_box(box)
     if mask is not None and valid.any():
         valid &= rasterio.features.geometry_mask(
-            [mask], (box.height, box.width), grid.window_transform(box), invert=True
+            [mask], box.shape, grid.window(box).transform, invert=True
         )
     if not valid.all():
         data = np.where(valid, data, np.zeros((), data.dtype))
@@ -304,7 +268,7 @@ def _tile_batches(
 ) -> Iterator[_Batch]:
     pending: list[tuple[Tile, np.ndarray, np.ndarray]] = []
     for tile in tiles:
-        if mask is not None and not mask.intersects(_footprint(grid, tile.read)):
+        if mask is not None and not mask.intersects(tile.read.footprint(grid.transform)):
             continue
         data, valid = read_tile(source, grid, tile.read, mask)
         if not valid.any():
@@ -320,12 +284,6 @@ def _tile_batches(
 def _stack(items: list[tuple[Tile, np.ndarray, np.ndarray]]) -> _Batch:
     tiles, data, valid = zip(*items, strict=True)
     return _Batch(list(tiles), np.stack(data), np.stack(valid))
-
-
-def _footprint(grid: Grid, box: Box) -> shapely.Polygon:
-    t = grid.window_transform(box)
-    corners = [t @ c for c in ((0, 0), (box.width, 0), (box.width, box.height), (0, box.height))]
-    return shapely.Polygon(corners)
 
 
 def prefetched(items: Iterator[Any], depth: int = PREFETCH_BATCHES) -> Iterator[Any]:
@@ -426,8 +384,7 @@ def _pixel_results(predictor: Predictor, batch: _Batch, args: dict[str, Any]) ->
     first = 0 if args.get("predict_background", True) else 1
     out = []
     for tile, p, valid in zip(batch.tiles, probs, batch.valid, strict=True):
-        r0, c0 = tile.keep.row - tile.read.row, tile.keep.col - tile.read.col
-        sl = np.s_[r0 : r0 + tile.keep.height, c0 : c0 + tile.keep.width]
+        sl = tile.keep.relative_to(tile.read).slices
         owned = p[(slice(None), *sl)]
         classes = values[first + owned[first:].argmax(axis=0)]
         keep_valid = valid[sl]

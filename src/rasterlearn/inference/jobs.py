@@ -21,7 +21,6 @@ from rasterlearn.geo.grid import Box
 from rasterlearn.geo.raster import RasterSource, open_raster_input
 from rasterlearn.geo.vector import load_mask
 from rasterlearn.inference.engine import (
-    Grid,
     InferenceJob,
     Tile,
     area_of_extent,
@@ -120,12 +119,12 @@ def prepare_run(
             "georeference the raster, or use a model trained in PIXEL_SPACE",
         )
     values = resolve_model_arguments(info, arguments)
-    grid = Grid.of_raster(raster)
+    grid = raster.grid
     area = area_of_extent(grid, processing_extent)
     mask_geom = None
     if mask is not None:
-        mask_geom = load_mask(mask, raster.crs)
-        if not shapely.intersects(mask_geom, _grid_polygon(grid)):
+        mask_geom = load_mask(mask, grid.crs)
+        if not shapely.intersects(mask_geom, grid.footprint):
             raise ParameterError(
                 f"mask {Path(mask).name} does not overlap raster {source.name}",
                 "give mask polygons over the raster (they are reprojected to its CRS)",
@@ -175,12 +174,6 @@ def prepare_runs(
         prepare_run(s, predictor, model, arguments, processing_extent, mask, cell_size, device)
         for s in open_inputs(in_raster, processing_mode)
     ]
-
-
-def _grid_polygon(grid: Grid) -> shapely.Polygon:
-    t = grid.transform
-    w, h = grid.width, grid.height
-    return shapely.Polygon([t @ c for c in ((0, 0), (w, 0), (w, h), (0, h))])
 
 
 def cpu_lanes(num_workers: int | None) -> int:

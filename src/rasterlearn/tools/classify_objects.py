@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,12 +11,11 @@ import geopandas as gpd
 import numpy as np
 import rasterio.features
 import shapely
-from affine import Affine
 
 from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.execution.blocks import block_size, blocks_of
 from rasterlearn.execution.dask import parse_cluster
-from rasterlearn.geo.grid import Box
+from rasterlearn.geo.grid import Box, object_chip
 from rasterlearn.geo.raster import RasterSource, bounded_gdal_cache
 from rasterlearn.geo.vector import read_vector, vector_driver, write_vector
 from rasterlearn.inference import tta
@@ -105,7 +103,7 @@ def classify_objects(
         info.check_bands(source.info.count, source.name)
     if in_features is None:
         frame = _footprints(sources)
-        chips = [ObjectChip(k, k, s.info.bounds_box) for k, s in enumerate(sources)]
+        chips = [ObjectChip(k, k, s.info.grid.box) for k, s in enumerate(sources)]
     else:
         frame, chips = _feature_chips(sources[0], in_features, info)
     job = ObjectJob(tuple((s.spec, s.name) for s in sources), model, version, device, args)
@@ -253,11 +251,8 @@ def _labels(
 
 
 def _footprints(sources: list[RasterSource]) -> gpd.GeoDataFrame:
-    geoms = []
-    for s in sources:
-        t, w, h = s.info.transform, s.info.width, s.info.height
-        geoms.append(shapely.Polygon([t @ c for c in ((0, 0), (w, 0), (w, h), (0, h))]))
-    crs = sources[0].info.crs
+    geoms = [s.info.grid.footprint for s in sources]
+    crs = sources[0].info.grid.crs
     return gpd.GeoDataFrame(
         {"Image": [Path(s.name).name for s in sources]}, geometry=geoms, crs=crs
     )
@@ -270,20 +265,18 @@ def _feature_chips(
     frame = read_vector(features)
     if frame.empty:
         raise InputError(f"features {Path(features).name} are empty", "give features to classify")
-    raster = source.info
-    if raster.crs is not None and frame.crs is not None and frame.crs != raster.crs:
-        frame = frame.to_crs(raster.crs)
+    grid = source.info.grid
+    if grid.crs is not None and frame.crs is not None and frame.crs != grid.crs:
+        frame = frame.to_crs(grid.crs)
     geoms = shapely.make_valid(frame.geometry.values)
-    inverse = (~raster.transform).to_shapely()
+    shape = (info.tile_height, info.tile_width) if info.crop_size_fixed else None
     chips: list[ObjectChip] = []
     for row, geom in enumerate(geoms):
         if geom is None or geom.is_empty:
             continue
-        x0, y0, x1, y1 = shapely.affinity.affine_transform(geom, inverse).bounds
-        r0, c0 = math.floor(y0), math.floor(x0)
-        bbox = Box(r0, c0, max(1, math.ceil(y1) - r0), max(1, math.ceil(x1) - c0))
-        box = bbox.centered(info.tile_height, info.tile_width) if info.crop_size_fixed else bbox
-        if raster.bounds_box.intersection(box) is None:
+        # the chip Export Training Data cuts for the feature, so the model sees what it learnt
+        box = object_chip(grid.to_pixels(geom).bounds, shape)
+        if grid.box.intersection(box) is None:
             continue  # outside the raster: no label
         chips.append(ObjectChip(row, 0, box, geom if info.blacken_around_feature else None))
     return frame, chips
@@ -293,15 +286,10 @@ def _read_chip(
     source: RasterSource, chip: ObjectChip, info: ModelInfo
 ) -> tuple[np.ndarray, np.ndarray]:
     box, feature = chip.box, chip.feature
-    h, w = info.tile_height, info.tile_width
-    transform = (
-        source.info.transform
-        @ Affine.translation(box.col, box.row)
-        @ Affine.scale(box.width / w, box.height / h)
-    )
-    data, valid = source.read_onto(transform, w, h)
+    grid = source.info.grid.window(box).resampled(info.tile_height, info.tile_width)
+    data, valid = source.read_onto(grid)
     if feature is not None:
-        inside = rasterio.features.geometry_mask([feature], (h, w), transform, invert=True)
+        inside = rasterio.features.geometry_mask([feature], grid.shape, grid.transform, invert=True)
         data = np.where(inside, data, np.zeros((), data.dtype))
     data = np.where(valid, data, np.zeros((), data.dtype))
     return data, valid

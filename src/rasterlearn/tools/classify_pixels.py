@@ -8,7 +8,6 @@ from typing import Any
 
 from rasterlearn.errors import ParameterError
 from rasterlearn.formats.classified_raster import ClassifiedRasterWriter
-from rasterlearn.geo.grid import Box
 from rasterlearn.geo.raster import bounded_gdal_cache
 from rasterlearn.inference.engine import PixelResult, run_tiles
 from rasterlearn.inference.jobs import (
@@ -118,7 +117,7 @@ def _classify_one(
     with contextlib.ExitStack() as stack:
         path = stack.enter_context(staged_files(target, overwrite))
         area = run.area  # the output covers the processing area only
-        transform = grid.window_transform(area)
+        transform = grid.window(area).transform
         writer = ClassifiedRasterWriter(
             path, transform, grid.crs, area.width, area.height, info.classes
         )
@@ -134,7 +133,7 @@ def _classify_one(
         with progress_bar(label, len(run.tiles), progress) as advance:
             for result in run_tiles(job, run.tiles, client, advance, lanes):
                 assert isinstance(result, PixelResult)
-                box = Box(result.box.row - area.row, result.box.col - area.col, *result.box.shape)
+                box = result.box.relative_to(area)
                 writer.write(box, result.classes)
                 if prob_writer is not None and result.probabilities is not None:
                     prob_writer.write(box, result.probabilities)

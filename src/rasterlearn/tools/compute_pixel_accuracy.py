@@ -24,7 +24,6 @@ from rasterlearn.accuracy.features import (
     to_crs,
 )
 from rasterlearn.accuracy.rasters import (
-    Grid,
     PolygonReference,
     blocks,
     open_class_raster,
@@ -41,6 +40,7 @@ from rasterlearn.accuracy.tables import (
     write_table,
 )
 from rasterlearn.errors import InputError, ParameterError
+from rasterlearn.geo.grid import Grid
 from rasterlearn.geo.raster import bounded_gdal_cache
 from rasterlearn.geo.vector import VECTOR_DRIVERS
 from rasterlearn.metrics.pixels import PixelAccuracy, confusion_matrix

@@ -17,9 +17,10 @@ import pandas as pd
 import shapely
 
 from rasterlearn.errors import ParameterError
+from rasterlearn.geo.grid import Grid
 from rasterlearn.geo.raster import bounded_gdal_cache
 from rasterlearn.geo.vector import read_vector, vector_driver, write_vector
-from rasterlearn.inference.engine import Grid, run_tiles
+from rasterlearn.inference.engine import run_tiles
 from rasterlearn.inference.jobs import (
     Extent,
     PreparedRun,

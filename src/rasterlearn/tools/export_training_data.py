@@ -187,14 +187,15 @@ def _export(
                     f"unlike {sources[0].name}",
                     "export rasters of one band layout together",
                 )
-            if src.info.height < s.tile_height or src.info.width < s.tile_width:
+            grid = src.info.grid
+            if grid.height < s.tile_height or grid.width < s.tile_width:
                 raise ParameterError(
                     f"tile size {s.tile_width} x {s.tile_height} is larger than raster "
-                    f"{src.name} ({src.info.width} x {src.info.height} px)",
+                    f"{src.name} ({grid.width} x {grid.height} px)",
                     "use a smaller --tile-size-x/--tile-size-y",
                 )
         features, class_source = load_class_data(in_class_data, first, s)
-        mask = load_mask(in_mask_polygons, first.crs) if in_mask_polygons is not None else None
+        mask = load_mask(in_mask_polygons, first.grid.crs) if in_mask_polygons is not None else None
         classes = class_table(features, class_source)
         return _run_export(sources, out_folder, s, features, class_source, classes, mask, where)
     finally:
@@ -277,8 +278,8 @@ def _write_metadata(
         s.tile_width,
         s.reference_system,
         info.band_names,
-        info.cell_size if info.crs is not None else None,
-        info.crs,
+        info.grid.cell_size if info.is_georeferenced else None,
+        info.grid.crs,
         "Fixed_Size" if s.crop_mode == "FIXED_SIZE" else "Variable_Size",
         s.blacken_around_feature,
     )
