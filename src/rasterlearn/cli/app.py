@@ -262,7 +262,7 @@ def train_cmd(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing model folder.")] = False,
 ) -> None:
     """Train Deep Learning Model: a model folder (.emd, .pth, .dlpk, metrics) from exports."""
-    from rasterlearn.training.train import train_deep_learning_model
+    from rasterlearn.tools.train_deep_learning_model import train_deep_learning_model
 
     if len(folders) < 2:
         raise ParameterError("give one or more export folders and then the model folder")

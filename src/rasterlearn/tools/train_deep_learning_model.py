@@ -13,7 +13,7 @@ from rasterlearn.tools.declaration import INPUT, Parameter, declare
 from rasterlearn.tools.parameters import OVERWRITE, output
 
 if TYPE_CHECKING:
-    from rasterlearn.training.train import TrainResult
+    from rasterlearn.training.model_folder import TrainResult
 
 MODEL_TYPES = (
     "UNET",
@@ -74,9 +74,9 @@ def train_deep_learning_model(
     Raises:
         RasterLearnError: for inputs and parameters the user must fix.
     """
-    from rasterlearn.training.train import train_deep_learning_model as train
+    from rasterlearn.training.settings import TrainingSettings
 
-    return train(
+    settings = TrainingSettings.from_parameters(
         in_folder,
         out_folder,
         max_epochs=max_epochs,
@@ -95,13 +95,16 @@ def train_deep_learning_model(
         weight_init_scheme=weight_init_scheme,
         monitor=monitor,
         pretrained_backbone=pretrained_backbone,
-        devices=int(devices) if isinstance(devices, str) and devices.isdigit() else devices,
+        devices=devices,
         num_nodes=num_nodes,
         seed=seed,
         resume=resume,
         overwrite=overwrite,
         progress=progress,
     )
+    from rasterlearn.training.run import train  # only now: it loads torch and Lightning
+
+    return train(settings)
 
 
 def _report(result: TrainResult | None) -> list[str]:
