@@ -26,7 +26,7 @@ from rasterlearn.inference.predictors import open_predictor, resolve_model_argum
 from rasterlearn.synthetic import make_scene
 from rasterlearn.tools.classify_pixels import classify_pixels
 from rasterlearn.tools.detect_objects import detect_objects
-from rasterlearn.training.train import train_deep_learning_model
+from rasterlearn.tools.train_deep_learning_model import train_deep_learning_model
 
 RSS_CHILD = """
 import json, sys

@@ -20,7 +20,7 @@ from rasterlearn.execution.dask import local_cluster
 from rasterlearn.execution.threads import default_workers
 from rasterlearn.synthetic import make_scene
 from rasterlearn.tools.classify_pixels import classify_pixels
-from rasterlearn.training.train import train_deep_learning_model
+from rasterlearn.tools.train_deep_learning_model import train_deep_learning_model
 
 
 def worker_peak_mb() -> float:

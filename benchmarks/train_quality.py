@@ -29,7 +29,7 @@ from rasterlearn.demo.run import sample_paths
 from rasterlearn.metrics.detection import class_accuracy
 from rasterlearn.models.trained import load_trained_model
 from rasterlearn.synthetic import make_scene
-from rasterlearn.training.train import train_deep_learning_model
+from rasterlearn.tools.train_deep_learning_model import train_deep_learning_model
 
 DETECTORS = ("FCOS", "RETINANET", "FASTERRCNN", "MASKRCNN")
 

@@ -20,7 +20,7 @@ from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.formats.emd import ModelDefinition
 from rasterlearn.models.trained import load_trained_model
 from rasterlearn.synthetic import make_scene
-from rasterlearn.training.train import train_deep_learning_model
+from rasterlearn.tools.train_deep_learning_model import train_deep_learning_model
 
 FAST = {"batch_size": 8, "backbone_model": "resnet18", "seed": 7}
 
@@ -243,7 +243,7 @@ def test_corrupted_weights_are_refused(trained, tmp_path):
 def test_resume_after_the_process_is_killed(exports, tmp_path):
     out = tmp_path / "resumed"
     script = (
-        "from rasterlearn.training.train import train_deep_learning_model\n"
+        "from rasterlearn.tools.train_deep_learning_model import train_deep_learning_model\n"
         f"train_deep_learning_model({str(exports['Classified_Tiles'])!r}, {str(out)!r}, "
         "max_epochs=30, model_type='UNET', batch_size=8, backbone_model='resnet18', "
         "learning_rate=2e-3, stop_training=False)\n"

@@ -38,7 +38,7 @@ from rasterlearn.formats.export_reader import read_export_folder
 from rasterlearn.tools.export_training_data import export_training_data
 
 if TYPE_CHECKING:
-    from rasterlearn.training.train import TrainResult
+    from rasterlearn.training.model_folder import TrainResult
 
 SPLIT_COLUMN = 300
 """Trees centred left of this pixel column are for training, the others are held out."""
@@ -293,7 +293,7 @@ def run_demo(
     )
     from rasterlearn.tools.compute_pixel_accuracy import compute_pixel_accuracy
     from rasterlearn.tools.detect_objects import detect_objects
-    from rasterlearn.training.train import train_deep_learning_model
+    from rasterlearn.tools.train_deep_learning_model import train_deep_learning_model
 
     settings = settings or (QUICK if quick else FULL)
     out = Path(out_folder)

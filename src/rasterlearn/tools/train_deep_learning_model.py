@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from rasterlearn.tools.declaration import INPUT, Parameter, declare
 from rasterlearn.tools.parameters import OVERWRITE, output
+from rasterlearn.training.settings import AUGMENTATIONS, MONITORS, TrainingSettings
 
 if TYPE_CHECKING:
-    from rasterlearn.training.train import TrainResult
+    from rasterlearn.training.model_folder import TrainResult
 
 MODEL_TYPES = (
     "UNET",
@@ -25,17 +26,6 @@ MODEL_TYPES = (
     "FEATURE_CLASSIFIER",
 )
 """The model types (:data:`rasterlearn.models.registry.MODEL_TYPES`; a test keeps them equal)."""
-MONITORS = (
-    "VALID_LOSS",
-    "AVERAGE_PRECISION",
-    "ACCURACY",
-    "F1_SCORE",
-    "MIOU",
-    "DICE",
-    "PRECISION",
-    "RECALL",
-)
-"""The monitored metrics (:data:`rasterlearn.training.task.MONITORS`; a test keeps them equal)."""
 
 
 def train_deep_learning_model(
@@ -74,9 +64,7 @@ def train_deep_learning_model(
     Raises:
         RasterLearnError: for inputs and parameters the user must fix.
     """
-    from rasterlearn.training.train import train_deep_learning_model as train
-
-    return train(
+    settings = TrainingSettings.from_parameters(
         in_folder,
         out_folder,
         max_epochs=max_epochs,
@@ -95,13 +83,16 @@ def train_deep_learning_model(
         weight_init_scheme=weight_init_scheme,
         monitor=monitor,
         pretrained_backbone=pretrained_backbone,
-        devices=int(devices) if isinstance(devices, str) and devices.isdigit() else devices,
+        devices=devices,
         num_nodes=num_nodes,
         seed=seed,
         resume=resume,
         overwrite=overwrite,
         progress=progress,
     )
+    from rasterlearn.training.run import train  # only now: it loads torch and Lightning
+
+    return train(settings)
 
 
 def _result_lines(result: TrainResult | None) -> list[str]:
@@ -210,7 +201,7 @@ TOOL = declare(
             "brightness/contrast), NONE, or CUSTOM (only the transforms of "
             "augmentation_parameters).",
             label="Data Augmentation",
-            choices=("DEFAULT", "NONE", "CUSTOM"),
+            choices=AUGMENTATIONS,
         ),
         Parameter(
             "augmentation_parameters",
@@ -240,7 +231,7 @@ TOOL = declare(
             "string",
             "The metric that picks the best model and stops training.",
             label="Monitor Metric",
-            choices=MONITORS,
+            choices=tuple(MONITORS),
         ),
         Parameter(
             "pretrained_backbone",

@@ -1,1 +1,1 @@
-"""Training internals: the Lightning task, data module and the model-folder report."""
+"""Train Deep Learning Model's internals: settings, setup, fit, model folder, and the task."""

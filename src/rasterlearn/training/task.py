@@ -13,17 +13,6 @@ from rasterlearn.metrics.detection import class_accuracy
 from rasterlearn.metrics.pixels import PixelAccuracy, confusion_matrix
 from rasterlearn.training.losses import SegmentationLoss, mixup_batch, mixup_loss
 
-# ArcGIS monitor keyword -> (logged metric, mode)
-MONITORS = {
-    "VALID_LOSS": ("valid_loss", "min"),
-    "AVERAGE_PRECISION": ("average_precision", "max"),
-    "ACCURACY": ("accuracy", "max"),
-    "F1_SCORE": ("f1_score", "max"),
-    "MIOU": ("miou", "max"),
-    "DICE": ("dice", "max"),
-    "PRECISION": ("precision", "max"),
-    "RECALL": ("recall", "max"),
-}
 VALIDATION_SEED = 1234
 """Seed of the random sampling in detector validation losses (plus the batch index)."""
 TASK_METRICS = {
