@@ -21,11 +21,11 @@ from rasterlearn.data.merge import TrainingData
 from rasterlearn.data.normalization import Normalizer
 from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.formats.emd import ModelDefinition
-from rasterlearn.models import (
+from rasterlearn.models.detection import detector_args_from_sizes
+from rasterlearn.models.registry import (
     ModelSpec,
     build_model,
     check_model_fits_data,
-    detector_args_from_sizes,
     model_types_for,
     set_encoder_trainable,
 )
