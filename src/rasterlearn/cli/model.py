@@ -16,6 +16,7 @@ import typer
 from rasterlearn.cli.errors import user_errors
 from rasterlearn.formats.dlpk import DlpkInfo, create_dlpk, edit_dlpk, inspect_dlpk
 from rasterlearn.formats.emd import PRO_FUNCTIONS_PREFIX, ModelConfigurationSpec, ModelDefinition
+from rasterlearn.formats.model_source import load_model_definition
 
 model_app = typer.Typer(
     help="Inspect, package and edit deep learning models: Esri .emd files and .dlpk packages.",
@@ -120,7 +121,7 @@ def info_cmd(
         package = inspect_dlpk(model)
         md = package.model_definition
     else:
-        md = ModelDefinition.load(model)
+        md = load_model_definition(model)
     for line in _describe(md, package):
         typer.echo(line)
     for line in _inference_arguments(md):

@@ -41,6 +41,7 @@ from torch import nn
 from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.formats.dlpk import create_dlpk
 from rasterlearn.formats.emd import PRO_FUNCTIONS_PREFIX, ModelDefinition
+from rasterlearn.formats.model_source import load_model_definition
 from rasterlearn.inference.predictors import (
     DETECTION,
     INSTANCE,
@@ -127,7 +128,7 @@ def export_model(
         raise ParameterError(
             f"unknown export format {format!r}", f"use {' or '.join(EXPORT_FORMATS)}"
         )
-    definition = ModelDefinition.load(in_model_definition)
+    definition = load_model_definition(in_model_definition)
     _check_exportable(definition)
     name = definition.path.stem if definition.path else str(definition.get("ModelName") or "model")
     target = _target(definition, name, fmt, out_folder)

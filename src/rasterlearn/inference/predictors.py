@@ -25,6 +25,7 @@ import shapely
 
 from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.formats.emd import ModelDefinition
+from rasterlearn.formats.model_source import load_model_definition
 from rasterlearn.models.arguments import ModelArgument, resolve_arguments
 
 PIXEL, DETECTION, INSTANCE, CLASSIFICATION = "pixel", "detection", "instance", "classification"
@@ -311,7 +312,7 @@ def open_predictor(model: str | Path | dict, device: str | None = None) -> Predi
     Raises:
         InputError: for missing or damaged model files.
     """
-    definition = ModelDefinition.load(model)
+    definition = load_model_definition(model)
     function = str(definition.get("InferenceFunction") or "")
     if function.lower().endswith(".py") and not function.startswith("[Functions]"):
         from rasterlearn.inference.raster_function import RasterFunctionPredictor

@@ -33,6 +33,7 @@ from rasterlearn.data.normalization import Normalizer
 from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.formats.dlpk import create_dlpk
 from rasterlearn.formats.emd import PRO_FUNCTIONS_PREFIX, ModelDefinition
+from rasterlearn.formats.model_source import load_model_definition
 from rasterlearn.models import (
     build_model,
     check_model_fits_data,
@@ -324,7 +325,7 @@ def train_deep_learning_model(
     data = TrainingData(folders)
     base_state = None
     if pretrained_model is not None:
-        base_emd = ModelDefinition.load(pretrained_model)
+        base_emd = load_model_definition(pretrained_model)
         base_state = read_weights(base_emd.resolve("ModelFile"))
         model_type = model_type or base_emd.get("ModelName")
         params = base_emd.get("ModelParameters") or {}
