@@ -40,13 +40,13 @@ from rasterlearn.execution.threads import ordered_map
 from rasterlearn.geo.grid import Box
 from rasterlearn.geo.raster import RasterInfo, RasterSource
 from rasterlearn.inference import tta
+from rasterlearn.inference.backends import open_predictor
 from rasterlearn.inference.predictors import (
     DETECTION,
     INSTANCE,
     PIXEL,
     Predictor,
     TileDetections,
-    open_predictor,
     set_torch_threads,
     torch_threads,
 )

@@ -17,13 +17,13 @@ from rasterlearn.geo.grid import Box
 from rasterlearn.geo.raster import RasterSource, bounded_gdal_cache
 from rasterlearn.geo.vector import read_vector, vector_driver, write_vector
 from rasterlearn.inference import tta
+from rasterlearn.inference.backends import open_predictor
 from rasterlearn.inference.engine import prefetched
 from rasterlearn.inference.jobs import model_text, open_inputs
 from rasterlearn.inference.predictors import (
     CLASSIFICATION,
     ModelInfo,
     Predictor,
-    open_predictor,
     resolve_model_arguments,
 )
 from rasterlearn.progress import progress_bar
