@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rasterlearn import export_training_data
-from rasterlearn.demo.run import sample_paths
+from rasterlearn.demo.sample import sample_paths
 from rasterlearn.synthetic import SyntheticScene, make_scene
 
 
