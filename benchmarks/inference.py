@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from rasterlearn import export_training_data
+from rasterlearn.inference.backends import open_predictor
 from rasterlearn.inference.engine import plan_tiles, read_tile
-from rasterlearn.inference.predictors import open_predictor, resolve_model_arguments
+from rasterlearn.inference.predictors import resolve_model_arguments
 from rasterlearn.synthetic import make_scene
 from rasterlearn.tools.classify_pixels import classify_pixels
 from rasterlearn.tools.detect_objects import detect_objects
@@ -39,7 +40,7 @@ def peak_mb():
             return int(line.split()[1]) / 1024
 
 tool, raster, out, model = sys.argv[1:5]
-import rasterlearn.inference.torch_backend  # imports before the first figure
+import rasterlearn.inference.backends.pytorch  # imports before the first figure
 before = peak_mb()
 if tool == "pixels":
     classify_pixels(raster, out, model)

@@ -25,7 +25,7 @@ from rasterio.windows import Window
 from rasterlearn import export_training_data, read_export_folder
 from rasterlearn.data.datasets import DetectionDataset, SegmentationDataset, collate_detection
 from rasterlearn.data.merge import TrainingData
-from rasterlearn.demo.run import sample_paths
+from rasterlearn.demo.sample import sample_paths
 from rasterlearn.metrics.detection import class_accuracy
 from rasterlearn.models.trained import load_trained_model
 from rasterlearn.synthetic import make_scene

@@ -19,7 +19,7 @@ import shapely
 from affine import Affine
 
 from rasterlearn import export_training_data
-from rasterlearn.demo.run import sample_paths
+from rasterlearn.demo.sample import sample_paths
 from rasterlearn.synthetic import SyntheticScene, make_scene
 
 

@@ -20,7 +20,8 @@ import rasterio
 import rasterio.features
 import shapely
 
-from rasterlearn.demo.run import QUICK, SPLIT_COLUMN, run_demo, sample_paths
+from rasterlearn.demo.run import QUICK, run_demo
+from rasterlearn.demo.sample import SPLIT_COLUMN, sample_paths
 from rasterlearn.errors import OutputError
 
 OUTPUTS = (

@@ -16,7 +16,7 @@ import pytest
 
 from rasterlearn.errors import InputError, OutputError, ParameterError
 from rasterlearn.formats.dlpk import create_dlpk, edit_dlpk, inspect_dlpk, open_dlpk
-from rasterlearn.formats.emd import ModelDefinition
+from rasterlearn.formats.model_source import load_model_definition
 
 EMD = {  # arcgis.learn style, as the Pro Train tool saves it (PRF inside Pro)
     "Framework": "arcgis.learn.models._inferencing",
@@ -178,7 +178,7 @@ def test_open_extracts_everything_and_returns_the_emd(model_folder: Path, tmp_pa
     assert cached.read_bytes() == MODEL_FILES["lakes.emd"]
     assert Path(tempfile.gettempdir()) in cached.parents
     assert open_dlpk(package) == cached
-    md = ModelDefinition.load(package)
+    md = load_model_definition(package)
     assert md.path == cached and md.resolve() == cached.parent / "lakes.pth"
 
 
@@ -261,7 +261,7 @@ def test_open_needs_exactly_one_emd(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"holds 2 \.emd files \(m\.emd, sub/other\.emd\)"):
         open_dlpk(two, tmp_path / "dest")
     with pytest.raises(InputError, match=r"holds 2 \.emd files"):
-        ModelDefinition.load(two)
+        load_model_definition(two)
     none = hand_zip(tmp_path / "none.dlpk", {"lakes.pth": b"w"})
     with pytest.raises(InputError, match=r"holds no \.emd, expected exactly one"):
         inspect_dlpk(none)
@@ -274,7 +274,7 @@ def test_open_refuses_corrupted_packages(model_folder: Path, tmp_path: Path) -> 
     with pytest.raises(InputError, match=r"not a readable \.dlpk"):
         open_dlpk(truncated, tmp_path / "dest")
     with pytest.raises(InputError, match=r"not a readable \.dlpk"):
-        ModelDefinition.load(truncated)
+        load_model_definition(truncated)
     not_zip = tmp_path / "text.dlpk"
     not_zip.write_text("hello")
     with pytest.raises(InputError, match=r"not a readable \.dlpk"):

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import ast
 import json
-import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -215,13 +213,6 @@ FIXTURES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _private_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the .dlpk extraction cache (under the system temporary folder) inside the test."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
-
-
 def ordered(value: Any) -> Any:
     """JSON data with every object as a list of (key, value) pairs: equality checks order."""
     if isinstance(value, dict):
@@ -423,45 +414,18 @@ def test_remove_and_model_built_in_code() -> None:
 # -- sources -----------------------------------------------------------------------------------
 
 
-def test_load_from_file_folder_json_text_and_dlpk(tmp_path: Path) -> None:
-    folder = tmp_path / "UTMCars"
-    folder.mkdir()
-    emd = write_emd(folder / "UTMCars.emd", FASTER_RCNN)
-    weights = folder / FASTER_RCNN["ModelFile"]
-    weights.write_bytes(b"weights")
-    package = tmp_path / "UTMCars.dlpk"
-    with zipfile.ZipFile(package, "w") as zf:  # built by hand, not with create_dlpk
-        zf.write(emd, "UTMCars.emd")
-        zf.write(weights, weights.name)
-
-    from_file = ModelDefinition.load(emd)
-    from_folder = ModelDefinition.load(folder)
-    from_text = ModelDefinition.load(emd.read_text())
-    from_package = ModelDefinition.load(package)
-    for md in (from_file, from_folder, from_text, from_package):
-        assert ordered(md.to_dict()) == ordered(FASTER_RCNN)
-    assert from_file.path == emd.absolute() and from_folder.path == emd.absolute()
-    assert from_file.base_folder == folder.absolute() and from_file.package is None
-    assert from_text.path is None and from_text.base_folder is None
-    assert from_package.package == package.absolute()
-    assert from_package.path is not None and from_package.path.name == "UTMCars.emd"
-    assert from_package.base_folder == from_package.path.parent
-    model_file = from_package.resolve("ModelFile")
-    assert model_file is not None and model_file.read_bytes() == b"weights"
-
-
-def test_folder_without_one_emd(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=r"holds no \.emd file"):
-        ModelDefinition.load(tmp_path)
-    write_emd(tmp_path / "a.emd", FASTER_RCNN)
-    write_emd(tmp_path / "b.emd", UNET_184)
-    with pytest.raises(InputError, match=r"holds 2 \.emd files \(a\.emd, b\.emd\)"):
-        ModelDefinition.load(tmp_path)
-
-
 def test_missing_source(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not found"):
         ModelDefinition.load(tmp_path / "nope.emd")
+
+
+def test_folders_and_packages_are_opened_by_load_model_definition(tmp_path: Path) -> None:
+    package = tmp_path / "m.dlpk"
+    package.write_bytes(b"zip")
+    for source in (tmp_path, package):
+        with pytest.raises(InputError, match=r"not an \.emd") as err:
+            ModelDefinition.load(source)
+        assert "load_model_definition" in (err.value.hint or "")
 
 
 def test_resolve_relative_backslash_absolute_and_pro_files(tmp_path: Path) -> None:
@@ -605,7 +569,7 @@ def test_bad_json_names_file_and_line(tmp_path: Path) -> None:
 
 def test_formats_modules_do_not_import_torch() -> None:
     formats = Path(__file__).parents[2] / "src" / "rasterlearn" / "formats"
-    for name in ("emd.py", "dlpk.py"):
+    for name in ("emd.py", "dlpk.py", "model_source.py"):
         tree = ast.parse((formats / name).read_text())
         modules = {
             alias.name

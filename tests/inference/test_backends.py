@@ -27,15 +27,12 @@ from rasterlearn.data.normalization import NormalizationStats, Normalizer
 from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.formats.dlpk import create_dlpk
 from rasterlearn.formats.emd import PRO_FUNCTIONS_PREFIX, ModelDefinition
-from rasterlearn.inference.onnx_backend import OnnxPredictor
-from rasterlearn.inference.predictors import (
-    TileDetections,
-    open_predictor,
-    resolve_model_arguments,
-)
-from rasterlearn.inference.raster_function import RasterFunctionPredictor
-from rasterlearn.inference.torch_backend import TorchPredictor
-from rasterlearn.inference.torchscript_backend import TorchScriptPredictor
+from rasterlearn.inference.backends import open_predictor
+from rasterlearn.inference.backends.onnx import OnnxPredictor
+from rasterlearn.inference.backends.pytorch import TorchPredictor
+from rasterlearn.inference.backends.raster_function import RasterFunctionPredictor
+from rasterlearn.inference.backends.torchscript import TorchScriptPredictor
+from rasterlearn.inference.predictors import TileDetections, resolve_model_arguments
 from rasterlearn.models.registry import build_model, model_spec
 from rasterlearn.tools.classify_objects import classify_objects
 from rasterlearn.tools.classify_pixels import classify_pixels

@@ -14,7 +14,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import geopandas as gpd
 import matplotlib
@@ -30,8 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter
 
-if TYPE_CHECKING:
-    from rasterlearn.demo.run import Split
+from rasterlearn.demo.sample import Split
 
 TREE_COLOR = "#2ca02c"
 DETECTION_COLOR = "#ff3b30"

@@ -15,33 +15,38 @@ with the public tools only:
 4. ``compute_accuracy_for_object_detection`` and ``compute_pixel_accuracy`` against the
    held-out trees,
 5. an HTML report (:mod:`rasterlearn.demo.report`) and ``summary.json``.
+
+The sample and its split are in :mod:`rasterlearn.demo.sample`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
-from importlib import resources
+from collections.abc import Generator, Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import geopandas as gpd
-import rasterio
-import shapely
 
+from rasterlearn.demo.report import DemoFigures, render_demo_report
+from rasterlearn.demo.sample import Split, sample_paths, split_sample
 from rasterlearn.errors import OutputError
 from rasterlearn.formats.export_reader import read_export_folder
+from rasterlearn.tools.classify_pixels import classify_pixels
+from rasterlearn.tools.compute_accuracy_for_object_detection import (
+    DetectionAccuracyResult,
+    compute_accuracy_for_object_detection,
+)
+from rasterlearn.tools.compute_pixel_accuracy import PixelAccuracyResult, compute_pixel_accuracy
+from rasterlearn.tools.detect_objects import detect_objects
 from rasterlearn.tools.export_training_data import export_training_data
+from rasterlearn.tools.train_deep_learning_model import train_deep_learning_model
 
 if TYPE_CHECKING:
     from rasterlearn.training.model_folder import TrainResult
-
-SPLIT_COLUMN = 300
-"""Trees centred left of this pixel column are for training, the others are held out."""
 
 SEED = 42
 """Seed of the training runs (the split, the initial weights and the augmentation)."""
@@ -97,122 +102,6 @@ QUICK = DemoSettings(
 """A check of the pipeline end to end (for CI): about a minute on 2 CPU cores."""
 
 
-def sample_paths() -> tuple[Path, Path]:
-    """The bundled NEON OSBS_029 tile and its tree-crown polygons."""
-    root = Path(str(resources.files("rasterlearn") / "sample_data"))
-    return root / "OSBS_029.tif", root / "OSBS_029_trees.gpkg"
-
-
-@dataclass(frozen=True)
-class Split:
-    """The training and held-out parts of the sample, as extents and label files.
-
-    Attributes:
-        train_extent: ``(xmin, ymin, xmax, ymax)`` of the training part.
-        heldout_extent: ``(xmin, ymin, xmax, ymax)`` of the held-out part.
-        train_columns: Pixel columns ``[start, stop)`` of the training part.
-        heldout_columns: Pixel columns ``[start, stop)`` of the held-out part.
-        train_trees: Training tree crowns (detector labels).
-        train_pixels: Training tree crowns (class 1) and background (class 2) polygons.
-        heldout_trees: Held-out tree crowns, clipped to the held-out part (detection truth).
-        heldout_pixels: Tree crowns (1) and background (2) clipped to the held-out part
-            (pixel reference).
-        num_train_trees: Trees used for training.
-        num_heldout_trees: Trees held out.
-    """
-
-    train_extent: tuple[float, float, float, float]
-    heldout_extent: tuple[float, float, float, float]
-    train_columns: tuple[int, int]
-    heldout_columns: tuple[int, int]
-    train_trees: Path
-    train_pixels: Path
-    heldout_trees: Path
-    heldout_pixels: Path
-    num_train_trees: int
-    num_heldout_trees: int
-
-
-def _with_background(trees: gpd.GeoDataFrame, area: shapely.Polygon) -> gpd.GeoDataFrame:
-    """Tree crowns in ``area`` as class 1 and the rest of ``area`` as class 2 (background)."""
-    crowns = trees.geometry.intersection(area)
-    crowns = crowns[~crowns.is_empty]
-    background = area.difference(shapely.union_all(crowns.values))
-    return gpd.GeoDataFrame(
-        {
-            "ClassValue": [1] * len(crowns) + [2],
-            "ClassName": ["Tree"] * len(crowns) + ["Background"],
-        },
-        geometry=[*crowns.values, background],
-        crs=trees.crs,
-    )
-
-
-def split_sample(folder: Path, split_column: int = SPLIT_COLUMN) -> Split:
-    """Cut the sample into a training part and a held-out part and write their labels.
-
-    Trees whose centre lies left of ``split_column`` are training trees, the others held-out
-    trees. The training part ends where the first held-out crown begins, so that no pixel of
-    a held-out tree is in the training chips; the held-out part starts at ``split_column``.
-    Training crowns that reach into the held-out part are left out of the detection truth
-    (less than half of each lies there) but their pixels count as tree pixels.
-
-    Args:
-        folder: Where the label files are written.
-        split_column: First pixel column of the held-out part.
-
-    Returns:
-        The extents and the label files.
-    """
-    raster, trees_path = sample_paths()
-    with rasterio.open(raster) as src:
-        transform, width, height = src.transform, src.width, src.height
-    trees = gpd.read_file(trees_path)
-    x_split = (transform @ (split_column, 0))[0]
-    held = trees.geometry.centroid.x >= x_split
-    crown_column = (~transform @ (trees[held].total_bounds[0], 0))[0]
-    first_held = min(split_column, math.floor(crown_column + 1e-6))
-    top = transform.f
-    bottom = (transform @ (0, height))[1]
-
-    def x_of(col: int) -> float:
-        return (transform @ (col, 0))[0]
-
-    train_extent = (x_of(0), bottom, x_of(first_held), top)
-    heldout_extent = (x_split, bottom, x_of(width), top)
-    train_box, heldout_box = shapely.box(*train_extent), shapely.box(*heldout_extent)
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {
-        name: folder / f"{name}.gpkg"
-        for name in ("train_trees", "train_pixels", "heldout_trees", "heldout_pixels")
-    }
-    train_trees = trees[~held].reset_index(drop=True)
-    heldout_trees = trees[held].reset_index(drop=True)
-    heldout_trees = heldout_trees.set_geometry(heldout_trees.geometry.intersection(heldout_box))
-    frames = {
-        "train_trees": train_trees,
-        "train_pixels": _with_background(train_trees, train_box),
-        "heldout_trees": heldout_trees,
-        "heldout_pixels": _with_background(trees, heldout_box),
-    }
-    for name, frame in frames.items():
-        paths[name].unlink(missing_ok=True)
-        frame.to_file(paths[name], driver="GPKG")
-    return Split(
-        train_extent=train_extent,
-        heldout_extent=heldout_extent,
-        train_columns=(0, first_held),
-        heldout_columns=(split_column, width),
-        train_trees=paths["train_trees"],
-        train_pixels=paths["train_pixels"],
-        heldout_trees=paths["heldout_trees"],
-        heldout_pixels=paths["heldout_pixels"],
-        num_train_trees=len(train_trees),
-        num_heldout_trees=len(heldout_trees),
-    )
-
-
 class _Clock:
     """Minutes per step (a step timed twice adds up)."""
 
@@ -259,6 +148,18 @@ def _check_out_folder(out_folder: Path, overwrite: bool) -> None:
         )
 
 
+@dataclass
+class _DemoRun:
+    """What every step of one demo run shares: where it writes, what it does, its clock."""
+
+    out: Path
+    settings: DemoSettings
+    overwrite: bool
+    quick: bool
+    raster: Path = field(default_factory=lambda: sample_paths()[0])
+    clock: _Clock = field(default_factory=_Clock)
+
+
 def run_demo(
     out_folder: str | Path,
     overwrite: bool = True,
@@ -286,38 +187,63 @@ def run_demo(
     Raises:
         RasterLearnError: if ``out_folder`` holds earlier outputs and ``overwrite`` is false.
     """
-    from rasterlearn.demo.report import DemoFigures, render_demo_report
-    from rasterlearn.tools.classify_pixels import classify_pixels
-    from rasterlearn.tools.compute_accuracy_for_object_detection import (
-        compute_accuracy_for_object_detection,
-    )
-    from rasterlearn.tools.compute_pixel_accuracy import compute_pixel_accuracy
-    from rasterlearn.tools.detect_objects import detect_objects
-    from rasterlearn.tools.train_deep_learning_model import train_deep_learning_model
-
-    settings = settings or (QUICK if quick else FULL)
     out = Path(out_folder)
     _check_out_folder(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    raster, _ = sample_paths()
-    clock = _Clock()
-    with clock("split"):
+    run = _DemoRun(out, settings or (QUICK if quick else FULL), overwrite, quick)
+    with run.clock("split"):
         split = split_sample(out / "labels")
     yield (
         f"Split: {split.num_train_trees} training trees in columns {split.train_columns[0]}-"
         f"{split.train_columns[1] - 1}, {split.num_heldout_trees} held-out trees in columns "
         f"{split.heldout_columns[0]}-{split.heldout_columns[1] - 1} -> {out / 'labels'}"
     )
+    exports = yield from _export(run, split)
+    models = yield from _train(run, exports)
+    detections, classified = yield from _infer(run, split, models)
+    detection_result, pixel_result = yield from _score(run, split, detections, classified)
+    figures = _figures(detection_result, pixel_result)
+    report = run.out / "report.html"
+    with run.clock("report"):
+        render_demo_report(
+            report,
+            raster=run.raster,
+            split=split,
+            detections=detections,
+            classified=classified,
+            detection_table=detection_result.table,
+            pixel_table=pixel_result.table,
+            model_folders={k: v.out_folder for k, v in models.items()},
+            figures=figures,
+            minutes=run.clock.minutes,
+            settings=_settings_shown(run.settings, exports),
+            quick=quick,
+        )
+    total = _write_summary(run, split, figures, len(gpd.read_file(detections)), models)
+    yield f"Report -> {report}"
+    yield (
+        f"Held-out trees: AP50 {figures.ap50:.3f}, precision {figures.precision:.3f}, "
+        f"recall {figures.recall:.3f}, F1 {figures.f1:.3f}; pixels: accuracy "
+        f"{figures.pixel_accuracy:.3f}, tree IoU {figures.tree_iou:.3f}; {total:.1f} min"
+    )
 
+
+def _export(run: _DemoRun, split: Split) -> Generator[str, None, dict[str, Path]]:
+    """Export the training part for the detector and for the pixel classifier.
+
+    Returns:
+        The export folder per metadata format.
+    """
+    settings = run.settings
     exports: dict[str, Path] = {}
     for fmt, name, labels, stride in (
         ("PASCAL_VOC_rectangles", "trees_voc", split.train_trees, settings.detection_stride),
         ("Classified_Tiles", "trees_pixels", split.train_pixels, settings.pixel_stride),
     ):
-        with clock("export"):
+        with run.clock("export"):
             result = export_training_data(
-                raster,
-                out / name,
+                run.raster,
+                run.out / name,
                 labels,
                 metadata_format=fmt,
                 tile_size_x=settings.tile_size,
@@ -325,7 +251,7 @@ def run_demo(
                 stride_x=stride,
                 stride_y=stride,
                 extent=split.train_extent,
-                overwrite=overwrite,
+                overwrite=run.overwrite,
             )
         exports[fmt] = result.out_folder
         export = read_export_folder(result.out_folder)
@@ -335,17 +261,26 @@ def run_demo(
             + (f", {objects} boxes" if objects else "")
             + f" -> {result.out_folder}"
         )
+    return exports
 
+
+def _train(run: _DemoRun, exports: dict[str, Path]) -> Generator[str, None, dict[str, TrainResult]]:
+    """Train the FCOS detector and the UNET pixel classifier.
+
+    Returns:
+        The training result per model type.
+    """
+    settings = run.settings
     models: dict[str, TrainResult] = {}
     for model_type, fmt, epochs in (
         ("FCOS", "PASCAL_VOC_rectangles", settings.fcos_epochs),
         ("UNET", "Classified_Tiles", settings.unet_epochs),
     ):
         step = f"train {model_type}"
-        with clock(step):
+        with run.clock(step):
             trained = train_deep_learning_model(
                 exports[fmt],
-                out / "models" / f"trees_{model_type.lower()}",
+                run.out / "models" / f"trees_{model_type.lower()}",
                 max_epochs=epochs,
                 model_type=model_type,
                 batch_size=settings.batch_size,
@@ -353,60 +288,90 @@ def run_demo(
                 backbone_model="resnet18",
                 stop_training=False,
                 seed=SEED,
-                overwrite=overwrite,
+                overwrite=run.overwrite,
             )
         assert trained is not None  # a single process writes the model folder
         models[model_type] = trained
         yield (
-            f"Trained {model_type} for {trained.epochs} epochs in {clock.minutes[step]:.1f} min "
-            f"-> {trained.out_folder}"
+            f"Trained {model_type} for {trained.epochs} epochs in "
+            f"{run.clock.minutes[step]:.1f} min -> {trained.out_folder}"
         )
+    return models
 
-    detections = out / "heldout_detections.gpkg"
-    with clock("detect objects"):
+
+def _infer(
+    run: _DemoRun, split: Split, models: dict[str, TrainResult]
+) -> Generator[str, None, tuple[Path, Path]]:
+    """Detect trees and classify pixels over the held-out part.
+
+    Returns:
+        The detections and the classified raster.
+    """
+    detections = run.out / "heldout_detections.gpkg"
+    with run.clock("detect objects"):
         detect_objects(
-            raster,
+            run.raster,
             detections,
             models["FCOS"].emd,
-            arguments={"threshold": settings.detection_threshold},
+            arguments={"threshold": run.settings.detection_threshold},
             processing_extent=split.heldout_extent,
-            overwrite=overwrite,
+            overwrite=run.overwrite,
         )
     num_detections = len(gpd.read_file(detections))
     yield f"Detected {num_detections} trees in the held-out part -> {detections}"
-    classified = out / "heldout_classified.tif"
-    with clock("classify pixels"):
+    classified = run.out / "heldout_classified.tif"
+    with run.clock("classify pixels"):
         classify_pixels(
-            raster,
+            run.raster,
             classified,
             models["UNET"].emd,
             # Every pixel is a tree or background; flips and quarter turns averaged.
             arguments={"predict_background": False, "test_time_augmentation": True},
             processing_extent=split.heldout_extent,
-            overwrite=overwrite,
+            overwrite=run.overwrite,
         )
     yield f"Classified the held-out part -> {classified}"
+    return detections, classified
 
-    accuracy = out / "accuracy"
+
+def _score(
+    run: _DemoRun, split: Split, detections: Path, classified: Path
+) -> Generator[str, None, tuple[DetectionAccuracyResult, PixelAccuracyResult]]:
+    """Score the detections and the classified raster against the held-out trees.
+
+    Returns:
+        The detection and the pixel accuracy results.
+    """
+    accuracy = run.out / "accuracy"
     accuracy.mkdir(exist_ok=True)
-    with clock("accuracy"):
+    with run.clock("accuracy"):
         detection_result = compute_accuracy_for_object_detection(
             detections,
             split.heldout_trees,
             accuracy / "detection_accuracy.csv",
             out_accuracy_report=accuracy / "detection_accuracy.html",
-            overwrite=overwrite,
+            overwrite=run.overwrite,
         )
         pixel_result = compute_pixel_accuracy(
             classified,
             split.heldout_pixels,
             accuracy / "pixel_accuracy.csv",
             out_accuracy_report=accuracy / "pixel_accuracy.html",
-            overwrite=overwrite,
+            overwrite=run.overwrite,
         )
-    all_row = detection_result.table.iloc[-1]
-    pixels = pixel_result.table.set_index("Class")
-    figures = DemoFigures(
+    yield (
+        f"Accuracy tables -> {detection_result.out_accuracy_table}, "
+        f"{pixel_result.out_accuracy_table}"
+    )
+    return detection_result, pixel_result
+
+
+def _figures(detection: DetectionAccuracyResult, pixel: PixelAccuracyResult) -> DemoFigures:
+    """The headline figures from the accuracy tables (the detection table's last row is all
+    classes together)."""
+    all_row = detection.table.iloc[-1]
+    pixels = pixel.table.set_index("Class")
+    return DemoFigures(
         ap50=float(all_row["AP"]),
         precision=float(all_row["Precision"]),
         recall=float(all_row["Recall"]),
@@ -414,31 +379,20 @@ def run_demo(
         pixel_accuracy=float(pixels.loc["Overall", "Overall_Accuracy"]),
         tree_iou=float(pixels.loc["1", "IoU"]) if "1" in pixels.index else 0.0,
     )
-    yield (
-        f"Accuracy tables -> {detection_result.out_accuracy_table}, "
-        f"{pixel_result.out_accuracy_table}"
-    )
 
-    report = out / "report.html"
-    with clock("report"):
-        render_demo_report(
-            report,
-            raster=raster,
-            split=split,
-            detections=detections,
-            classified=classified,
-            detection_table=detection_result.table,
-            pixel_table=pixel_result.table,
-            model_folders={k: v.out_folder for k, v in models.items()},
-            figures=figures,
-            minutes=clock.minutes,
-            settings=_settings_shown(settings, exports),
-            quick=quick,
-        )
-    total = sum(clock.minutes.values())
+
+def _write_summary(
+    run: _DemoRun,
+    split: Split,
+    figures: DemoFigures,
+    num_detections: int,
+    models: dict[str, TrainResult],
+) -> float:
+    """Write ``summary.json``; returns the total minutes of the run."""
+    total = sum(run.clock.minutes.values())
     summary = {
-        "quick": quick,
-        "settings": asdict(settings),
+        "quick": run.quick,
+        "settings": asdict(run.settings),
         "split": {
             "train_columns": list(split.train_columns),
             "heldout_columns": list(split.heldout_columns),
@@ -448,15 +402,10 @@ def run_demo(
         "figures": asdict(figures),
         "detections": num_detections,
         "epochs": {k: v.epochs for k, v in models.items()},
-        "minutes": {**clock.minutes, "total": total},
+        "minutes": {**run.clock.minutes, "total": total},
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    yield f"Report -> {report}"
-    yield (
-        f"Held-out trees: AP50 {figures.ap50:.3f}, precision {figures.precision:.3f}, "
-        f"recall {figures.recall:.3f}, F1 {figures.f1:.3f}; pixels: accuracy "
-        f"{figures.pixel_accuracy:.3f}, tree IoU {figures.tree_iou:.3f}; {total:.1f} min"
-    )
+    (run.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return total
 
 
-__all__ = ["FULL", "QUICK", "DemoSettings", "Split", "run_demo", "sample_paths", "split_sample"]
+__all__ = ["FULL", "QUICK", "DemoSettings", "run_demo"]

@@ -449,25 +449,30 @@ class ModelDefinition(EsriObject):
         cls,
         source: str | os.PathLike[str] | Mapping[str, Any],
         base_folder: str | os.PathLike[str] | None = None,
+        *,
+        package: str | os.PathLike[str] | None = None,
     ) -> ModelDefinition:
-        """Read a model definition.
+        """Read a model definition from an ``.emd`` file, its JSON text or a mapping.
+
+        A model folder or a ``.dlpk`` is opened by
+        :func:`rasterlearn.formats.model_source.load_model_definition`, which extracts the
+        package and calls this with the extracted ``.emd``.
 
         Args:
-            source: A path to an ``.emd``; a path to a ``.dlpk`` (extracted safely to a cache
-                folder, see :func:`rasterlearn.formats.dlpk.open_dlpk`); a model folder holding
-                exactly one ``.emd`` (or, without one, exactly one ``.dlpk``); the emd's JSON
-                text; or a mapping of emd keys.
+            source: A path to an ``.emd``; the emd's JSON text; or a mapping of emd keys.
             base_folder: The folder relative file names are resolved against; default: the
                 folder of the ``.emd`` (none for JSON text or a mapping).
+            package: The ``.dlpk`` the ``.emd`` was extracted from, if any: error messages
+                name it, and :attr:`package` returns it.
 
         Returns:
             The model definition; it remembers its file and folder (see :meth:`resolve`).
 
         Raises:
-            InputError: if the source is missing, not JSON, or holds an invalid value (the
-                message names the key, what it holds and what is expected).
+            InputError: if the source is missing, a folder or a ``.dlpk``, not JSON, or holds
+                an invalid value (the message names the key, what it holds and what is
+                expected).
         """
-        package: Path | None = None
         if isinstance(source, Mapping):
             md = cls._validated(dict(source), "the model definition")
             path = None
@@ -478,18 +483,17 @@ class ModelDefinition(EsriObject):
             path = Path(source)
             if not path.exists():
                 raise InputError(
-                    f"model {path} not found",
-                    "give an .emd, a .dlpk, a model folder or the emd's JSON text",
+                    f"model {path} not found", "give an .emd file or the emd's JSON text"
                 )
-            if path.is_dir():
-                path = _model_in_folder(path)
-            if path.suffix.lower() == ".dlpk":
-                from rasterlearn.formats.dlpk import open_dlpk
-
-                package, path = path, open_dlpk(path)
+            if path.is_dir() or path.suffix.lower() == ".dlpk":
+                raise InputError(
+                    f"model {path} is a {'folder' if path.is_dir() else 'package'}, not an .emd",
+                    "open model folders and .dlpk files with "
+                    "rasterlearn.formats.model_source.load_model_definition",
+                )
             md = cls.from_json(_read_text(path), where=str(package or path))
         md._path = path.absolute() if path is not None else None
-        md._package = package.absolute() if package is not None else None
+        md._package = Path(package).absolute() if package is not None else None
         if base_folder is not None:
             md._base_folder = Path(base_folder).absolute()
         elif md._path is not None:
@@ -719,26 +723,6 @@ def _read_text(path: Path) -> str:
         ) from None
     except OSError as err:
         raise InputError(f"cannot read {path}: {err.strerror}", "check the path") from None
-
-
-def _model_in_folder(folder: Path) -> Path:
-    """The single .emd of a model folder (or its single .dlpk when it has no .emd)."""
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    emds = [p for p in files if p.suffix.lower() == ".emd"]
-    if len(emds) == 1:
-        return emds[0]
-    if len(emds) > 1:
-        names = ", ".join(p.name for p in emds)
-        raise InputError(
-            f"model folder {folder} holds {len(emds)} .emd files ({names}), expected exactly one",
-            "give the .emd you mean",
-        )
-    packages = [p for p in files if p.suffix.lower() == ".dlpk"]
-    if len(packages) == 1:
-        return packages[0]
-    raise InputError(
-        f"model folder {folder} holds no .emd file", "give a model folder, an .emd or a .dlpk"
-    )
 
 
 def _as_float(value: str) -> float | str:

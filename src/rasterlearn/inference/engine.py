@@ -38,13 +38,13 @@ from rasterlearn.execution.cache import cached
 from rasterlearn.geo.grid import Box, Grid
 from rasterlearn.geo.raster import RasterSource
 from rasterlearn.inference import tta
+from rasterlearn.inference.backends import open_predictor
 from rasterlearn.inference.predictors import (
     DETECTION,
     INSTANCE,
     PIXEL,
     Predictor,
     TileDetections,
-    open_predictor,
     set_torch_threads,
     torch_threads,
 )

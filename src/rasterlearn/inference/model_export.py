@@ -4,7 +4,7 @@ The export is a new model folder beside the original, ``<name>_onnx/`` or
 ``<name>_torchscript/``, holding ``<name>.onnx`` (or ``<name>.pt``), a copy of the ``.emd``
 whose ``ModelFile`` names it, the training report (``model_metrics.html``,
 ``ModelCharacteristics/``) when there is one, and ``<name>.dlpk`` of it all. Any inference tool
-runs it through :func:`~rasterlearn.inference.predictors.open_predictor`, with the same
+runs it through :func:`~rasterlearn.inference.backends.open_predictor`, with the same
 normalisation and post-processing as the PyTorch model.
 
 How models are exported:
@@ -41,15 +41,17 @@ from torch import nn
 from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.formats.dlpk import create_dlpk
 from rasterlearn.formats.emd import PRO_FUNCTIONS_PREFIX, ModelDefinition
+from rasterlearn.formats.model_source import load_model_definition
+from rasterlearn.inference.backends import open_predictor
+from rasterlearn.inference.backends.decoding import DETECTION_OUTPUTS
+from rasterlearn.inference.backends.torchscript import OUTPUT_NAMES_FILE
 from rasterlearn.inference.predictors import (
     DETECTION,
     INSTANCE,
     PIXEL,
     Predictor,
     TileDetections,
-    open_predictor,
 )
-from rasterlearn.inference.torchscript_backend import DETECTION_OUTPUTS, OUTPUT_NAMES_FILE
 from rasterlearn.models.trained import TrainedModel, load_trained_model
 from rasterlearn.outputs import atomic_output
 
@@ -127,7 +129,7 @@ def export_trained_model(
         raise ParameterError(
             f"unknown export format {format!r}", f"use {' or '.join(EXPORT_FORMATS)}"
         )
-    definition = ModelDefinition.load(in_model_definition)
+    definition = load_model_definition(in_model_definition)
     _check_exportable(definition)
     name = definition.path.stem if definition.path else str(definition.get("ModelName") or "model")
     target = _target(definition, name, fmt, out_folder)
@@ -363,7 +365,7 @@ def check_export(definition: ModelDefinition, exported_emd: Path) -> float:
     Raises:
         InputError: when they differ by more than the tolerances (or in detection counts).
     """
-    from rasterlearn.inference.torch_backend import TorchPredictor
+    from rasterlearn.inference.backends.pytorch import TorchPredictor
 
     reference = TorchPredictor(definition, "cpu")
     exported = open_predictor(str(exported_emd), "cpu")

@@ -1,14 +1,15 @@
-"""Predictors: every model backend behind one interface the tiling engine calls.
+"""Predictors: the one interface the tiling engine calls, whatever the model's backend.
 
 A predictor receives raw pixels, exactly as read from the raster (all bands, nodata and
 masked pixels set to 0, ``valid`` saying which are real), and does everything model-specific
 itself: band selection, normalisation as in training, the forward pass, and turning outputs
 into class values. The engine never sees tensors.
 
-Backends: :class:`TorchPredictor` (models trained by rasterlearn), its TorchScript and ONNX
-variants (same pre- and post-processing, another forward pass), and the Esri Python raster
-function protocol for custom inference functions. :func:`open_predictor` picks the backend
-from the model definition.
+This module holds what the engine and every backend share: the :class:`Predictor`
+interface, :class:`ModelInfo` read from the ``.emd``, :class:`TileDetections`, the model
+arguments of the inference tools, and the device and torch thread settings. The backends are
+in :mod:`rasterlearn.inference.backends`, whose
+:func:`~rasterlearn.inference.backends.open_predictor` picks one from the model definition.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -295,41 +295,6 @@ class Predictor:
         """Class probabilities ``(N, K)`` per chip (softmax, or sigmoid per class when
         multi-label), columns in :attr:`ModelInfo.classes` order."""
         raise NotImplementedError(f"{type(self).__name__} does not classify objects")
-
-
-def open_predictor(model: str | Path | dict, device: str | None = None) -> Predictor:
-    """Open a model for inference from an ``.emd`` path, a ``.dlpk``, a folder or JSON.
-
-    The backend follows the definition: a custom ``InferenceFunction`` ``.py`` file runs
-    through the Python raster function protocol; a ``ModelFile`` ending ``.onnx`` through
-    onnxruntime; ``.pt``/``.ts`` as TorchScript; anything else is a rasterlearn PyTorch model.
-
-    Args:
-        model: The model definition.
-        device: ``cpu``, ``cuda``, ``cuda:N``; default the GPU when there is one.
-
-    Raises:
-        InputError: for missing or damaged model files.
-    """
-    definition = ModelDefinition.load(model)
-    function = str(definition.get("InferenceFunction") or "")
-    if function.lower().endswith(".py") and not function.startswith("[Functions]"):
-        from rasterlearn.inference.raster_function import RasterFunctionPredictor
-
-        return RasterFunctionPredictor(definition, device)
-    model_file = str(definition.get("ModelFile") or "")
-    suffix = Path(model_file).suffix.lower()
-    if suffix == ".onnx":
-        from rasterlearn.inference.onnx_backend import OnnxPredictor
-
-        return OnnxPredictor(definition, device)
-    if suffix in (".pt", ".ts", ".torchscript"):
-        from rasterlearn.inference.torchscript_backend import TorchScriptPredictor
-
-        return TorchScriptPredictor(definition, device)
-    from rasterlearn.inference.torch_backend import TorchPredictor
-
-    return TorchPredictor(definition, device)
 
 
 def pick_device(device: str | None) -> str:

@@ -12,6 +12,7 @@ from torch import nn
 from rasterlearn.data.normalization import Normalizer
 from rasterlearn.errors import InputError
 from rasterlearn.formats.emd import ModelDefinition
+from rasterlearn.formats.model_source import load_model_definition
 from rasterlearn.models.registry import build_model, model_spec
 
 # ModelParameters keys that describe the build, not model arguments
@@ -94,7 +95,7 @@ def load_trained_model(source: str | Path | dict | ModelDefinition) -> TrainedMo
     Raises:
         InputError: for missing or damaged files and weights that do not fit the definition.
     """
-    definition = source if isinstance(source, ModelDefinition) else ModelDefinition.load(source)
+    definition = source if isinstance(source, ModelDefinition) else load_model_definition(source)
     model, spec = build_from_definition(definition)
     state = read_weights(definition.resolve("ModelFile"))
     try:

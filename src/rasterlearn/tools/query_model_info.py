@@ -9,6 +9,7 @@ from typing import Any
 from rasterlearn.errors import RasterLearnError
 from rasterlearn.formats.dlpk import DlpkInfo, inspect_dlpk
 from rasterlearn.formats.emd import PRO_FUNCTIONS_PREFIX, ModelConfigurationSpec, ModelDefinition
+from rasterlearn.formats.model_source import load_model_definition
 from rasterlearn.tools.declaration import INPUT, Parameter, declare
 
 
@@ -39,7 +40,7 @@ def query_model_info(model: str) -> ModelReport:
         package = inspect_dlpk(model)
         md = package.model_definition
     else:
-        md = ModelDefinition.load(model)
+        md = load_model_definition(model)
     return ModelReport(md, package, _describe(md, package) + _inference_arguments(md))
 
 

@@ -20,7 +20,7 @@ from rasterlearn.data.datasets import (
 from rasterlearn.data.merge import TrainingData
 from rasterlearn.data.normalization import Normalizer
 from rasterlearn.errors import InputError, ParameterError
-from rasterlearn.formats.emd import ModelDefinition
+from rasterlearn.formats.model_source import load_model_definition
 from rasterlearn.models.detection import detector_args_from_sizes
 from rasterlearn.models.registry import (
     ModelSpec,
@@ -76,7 +76,7 @@ class _BaseModel:
 
     @classmethod
     def read(cls, path: str | Path) -> _BaseModel:
-        emd = ModelDefinition.load(path)
+        emd = load_model_definition(path)
         state = read_weights(emd.resolve("ModelFile"))
         params = emd.get("ModelParameters") or {}
         return cls(emd.get("ModelName"), params.get("backbone"), state)

@@ -1,16 +1,26 @@
-"""The PyTorch backend: models trained by rasterlearn, normalised exactly as in training."""
+"""The PyTorch backend: models trained by rasterlearn, normalised exactly as in training.
+
+:class:`TorchPredictor` is also the base of the TorchScript and ONNX backends, which share its
+pre-processing and its output decoding (:mod:`rasterlearn.inference.backends.decoding`).
+"""
 
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio.features
-import shapely
 import torch
 
+from rasterlearn.errors import InputError
 from rasterlearn.formats.emd import ModelDefinition
+from rasterlearn.inference.backends.decoding import (
+    MAX_DETECTIONS_PER_TILE,
+    class_probabilities,
+    pixel_probabilities,
+    tile_detections,
+)
 from rasterlearn.inference.predictors import (
     Predictor,
     TileDetections,
@@ -19,11 +29,6 @@ from rasterlearn.inference.predictors import (
     use_all_cpu_threads,
 )
 from rasterlearn.models.trained import load_trained_model
-
-MASK_THRESHOLD = 0.5
-"""Mask probability above which a pixel belongs to an instance."""
-
-MAX_DETECTIONS_PER_TILE = 500
 
 
 class TorchPredictor(Predictor):
@@ -72,13 +77,10 @@ class TorchPredictor(Predictor):
             return self.model(x)
 
     def predict_pixels(self, tiles: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        logits = self._forward(self._inputs(tiles, valid))
-        return torch.as_tensor(logits).float().softmax(dim=1).cpu().numpy()
+        return pixel_probabilities(self._forward(self._inputs(tiles, valid)))
 
     def classify(self, chips: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        logits = torch.as_tensor(self._forward(self._inputs(chips, valid))).float()
-        probs = logits.sigmoid() if self.multi_label else logits.softmax(dim=1)
-        return probs.cpu().numpy()
+        return class_probabilities(self._forward(self._inputs(chips, valid)), self.multi_label)
 
     def predict_objects(
         self, tiles: np.ndarray, valid: np.ndarray, arguments: dict[str, Any]
@@ -88,7 +90,7 @@ class TorchPredictor(Predictor):
         outputs = self._forward(self._inputs(tiles, valid))
         values = np.array([value for value, _, _ in self.info.classes], dtype=np.int64)
         with_masks = self.info.task == "instance" and not arguments.get("return_bboxes", False)
-        return [_detections(out, values, threshold, with_masks) for out in outputs]
+        return [tile_detections(out, values, threshold, with_masks) for out in outputs]
 
     def _configure_postprocess(self, threshold: float, nms_overlap: float) -> None:
         """Let the model's own post-processing keep what the arguments ask for.
@@ -106,27 +108,18 @@ class TorchPredictor(Predictor):
                 head.detections_per_img = MAX_DETECTIONS_PER_TILE
 
 
-def _detections(
-    out: dict[str, torch.Tensor], values: np.ndarray, threshold: float, with_masks: bool
-) -> TileDetections:
-    scores = out["scores"].float().cpu().numpy().astype(np.float64)
-    keep = scores >= threshold
-    boxes = out["boxes"].float().cpu().numpy().astype(np.float64)[keep]
-    labels = out["labels"].cpu().numpy().astype(np.int64)[keep]
-    shapes = None
-    if with_masks and "masks" in out:
-        masks = out["masks"][keep].float().cpu().numpy()
-        shapes = [mask_outline(m[0] > MASK_THRESHOLD) for m in masks]
-    return TileDetections(boxes, scores[keep], values[labels - 1], shapes)
+def model_file(definition: ModelDefinition, kind: str) -> Path:
+    """The existing file the definition's ``ModelFile`` names (TorchScript and ONNX backends).
 
-
-def mask_outline(mask: np.ndarray) -> shapely.Geometry | None:
-    """The polygon(s) of a boolean mask in pixel coordinates, or None for an empty mask."""
-    if not mask.any():
-        return None
-    parts = [
-        shapely.geometry.shape(geom)
-        for geom, value in rasterio.features.shapes(mask.astype(np.uint8), mask=mask)
-        if value == 1
-    ]
-    return shapely.union_all(parts) if len(parts) > 1 else parts[0]
+    Raises:
+        InputError: when the key is absent or the file is missing.
+    """
+    path = definition.resolve("ModelFile")
+    if path is None:
+        raise InputError(
+            f"model definition {definition.path or ''} names no ModelFile",
+            f"give the {kind} file in the .emd's ModelFile",
+        )
+    if not path.is_file():
+        raise InputError(f"{kind} model file {path} does not exist", "check the .emd's ModelFile")
+    return path

@@ -2,8 +2,8 @@
 
 The ``.emd`` beside the ``.onnx`` file gives the tile size, bands, classes and
 ``NormalizationStats``, so the input normalisation and the post-processing are exactly those
-of the PyTorch backend (:class:`~rasterlearn.inference.torch_backend.TorchPredictor`); only
-the forward pass runs in onnxruntime, without torch models (torch tensors still carry the
+of the PyTorch backend (:class:`~rasterlearn.inference.backends.pytorch.TorchPredictor`);
+only the forward pass runs in onnxruntime, without torch models (torch tensors still carry the
 data between the steps).
 
 Accepted graphs, with one input:
@@ -32,16 +32,15 @@ import torch
 from rasterlearn.data.normalization import Normalizer
 from rasterlearn.errors import InputError
 from rasterlearn.formats.emd import ModelDefinition
-from rasterlearn.inference.predictors import DETECTION, INSTANCE
-from rasterlearn.inference.torch_backend import TorchPredictor
-from rasterlearn.inference.torchscript_backend import (
+from rasterlearn.inference.backends.decoding import (
     DEFAULT_NMS_OVERLAP,
     dense_output,
     detection_dict,
-    model_file,
-    multi_label,
+    is_multi_label,
     suppress,
 )
+from rasterlearn.inference.backends.pytorch import TorchPredictor, model_file
+from rasterlearn.inference.predictors import DETECTION, INSTANCE
 
 _NUMPY_TYPES = {
     "tensor(float)": np.float32,
@@ -119,7 +118,7 @@ class OnnxPredictor(TorchPredictor):
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.model = None  # no torch model: post-processing settings go to the predictor
         self.normalizer = Normalizer.from_emd(definition.to_dict())
-        self.multi_label = multi_label(definition, self.info.multi_label)
+        self.multi_label = is_multi_label(definition, self.info.multi_label)
         self.nms_overlap = DEFAULT_NMS_OVERLAP
 
     def _configure_postprocess(self, threshold: float, nms_overlap: float) -> None:

@@ -1,0 +1,55 @@
+"""The model backends, and :func:`open_predictor`, which picks one from the model definition.
+
+Each backend implements :class:`~rasterlearn.inference.predictors.Predictor`:
+
+* :mod:`.pytorch`: models trained by rasterlearn (``.pth``);
+* :mod:`.torchscript` and :mod:`.onnx`: the same pre- and post-processing around another
+  runtime's forward pass;
+* :mod:`.raster_function`: custom inference functions (Esri Python raster functions);
+
+with the output decoding they share in :mod:`.decoding`. The backends never import this
+package's ``__init__``; it imports them only when a model needs them, so opening an ONNX model
+does not import the others' runtimes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rasterlearn.formats.model_source import load_model_definition
+from rasterlearn.inference.predictors import Predictor
+
+
+def open_predictor(model: str | Path | dict, device: str | None = None) -> Predictor:
+    """Open a model for inference from an ``.emd`` path, a ``.dlpk``, a folder or JSON.
+
+    The backend follows the definition: a custom ``InferenceFunction`` ``.py`` file runs
+    through the Python raster function protocol; a ``ModelFile`` ending ``.onnx`` through
+    onnxruntime; ``.pt``/``.ts`` as TorchScript; anything else is a rasterlearn PyTorch model.
+
+    Args:
+        model: The model definition.
+        device: ``cpu``, ``cuda``, ``cuda:N``; default the GPU when there is one.
+
+    Raises:
+        InputError: for missing or damaged model files.
+    """
+    definition = load_model_definition(model)
+    function = str(definition.get("InferenceFunction") or "")
+    if function.lower().endswith(".py") and not function.startswith("[Functions]"):
+        from rasterlearn.inference.backends.raster_function import RasterFunctionPredictor
+
+        return RasterFunctionPredictor(definition, device)
+    model_file = str(definition.get("ModelFile") or "")
+    suffix = Path(model_file).suffix.lower()
+    if suffix == ".onnx":
+        from rasterlearn.inference.backends.onnx import OnnxPredictor
+
+        return OnnxPredictor(definition, device)
+    if suffix in (".pt", ".ts", ".torchscript"):
+        from rasterlearn.inference.backends.torchscript import TorchScriptPredictor
+
+        return TorchScriptPredictor(definition, device)
+    from rasterlearn.inference.backends.pytorch import TorchPredictor
+
+    return TorchPredictor(definition, device)
