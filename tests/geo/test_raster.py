@@ -56,13 +56,9 @@ def test_read_onto_a_window_grid_reads_the_box(raster, box):
     assert all(np.array_equal(a, b) for a, b in zip(by_box, onto, strict=True))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="read_onto falls back to the source's resampling when given Resampling.nearest "
-    "(IntEnum 0 is falsy in `resampling or self.resampling`); not fixed here, as it changes "
-    "exports of class rasters on rotated or resampled chips",
-)
 def test_read_onto_a_resampled_grid_nearest(raster):
+    # Resampling.nearest is 0: it once fell back to the source's bilinear resampling, which
+    # blended class values of classified rasters on rotated or resampled chips
     path, data = raster
     with RasterSource(str(path)) as source:
         grid = source.info.grid.window(Box(10, 10, 21, 21)).resampled(7, 7)

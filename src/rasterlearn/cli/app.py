@@ -5,16 +5,43 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
+from typer.core import TyperGroup
 
 from rasterlearn.cli.commands import add_tool
-from rasterlearn.cli.errors import out_console, user_errors
+from rasterlearn.cli.errors import err_console, out_console, user_errors
 from rasterlearn.tools.registry import find_tool, tools
 
 GROUPS = {"model": "Inspect, package, edit and export models (.emd / .dlpk)."}
 """Command groups (``rasterlearn model info``) and their help."""
+
+
+class OneLineErrors(TyperGroup):
+    """The root command: a usage error (unknown option, missing argument, bad value) is one
+    line on stderr and exit code 2, like every other error of the tools."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.TyperException as err:  # click's usage errors
+            ctx = getattr(err, "ctx", None)
+            where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            message = err.format_message() if hasattr(err, "format_message") else str(err)
+            err_console.print(
+                f"[bold red]error:[/] {escape(message)}{escape(where)}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            sys.exit(getattr(err, "exit_code", 2))
+        except typer.Abort:
+            err_console.print("interrupted: nothing was written", highlight=False)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def build_app() -> typer.Typer:
@@ -25,6 +52,7 @@ def build_app() -> typer.Typer:
         no_args_is_help=True,
         pretty_exceptions_enable=False,
         add_completion=False,
+        cls=OneLineErrors,
     )
     groups: dict[str, typer.Typer] = {}
     for tool in tools():

@@ -257,7 +257,7 @@ class RasterSource:
                 dst_transform=grid.transform,
                 dst_crs=crs,
                 dst_nodata=fill,
-                resampling=resampling or self.resampling,
+                resampling=self.resampling if resampling is None else resampling,
             )
         valid = _footprint_mask(info.grid, grid)
         if info.nodata is not None:

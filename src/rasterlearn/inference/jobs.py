@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,86 @@ class PreparedRun:
     source: RasterSource
     predictor: Predictor
     area: Box
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How an inference tool runs: built once from the tool's parameters, checked, and passed
+    on as one value.
+
+    Attributes:
+        model: The model as a worker process opens it (:func:`model_text`).
+        arguments: Model arguments as given (resolved per raster against the model's list).
+        processing_mode: ``PROCESS_AS_MOSAICKED_IMAGE`` or ``PROCESS_ITEMS_SEPARATELY``.
+        processing_extent: ``(xmin, ymin, xmax, ymax)`` in the raster's CRS, or None.
+        mask: Polygons outside which nothing is processed, or None.
+        cell_size: Cell size the raster is resampled to, or None.
+        device: Torch device, or None for the default.
+        lanes: Batches predicted at once in this process.
+        cluster: ``local:N``, or None.
+        scheduler: ``tcp://HOST:PORT`` of a running Dask scheduler, or None.
+        overwrite: Replace existing outputs.
+        progress: Show progress bars (None: on terminals).
+    """
+
+    model: str
+    arguments: dict[str, Any] | None = None
+    processing_mode: str = PROCESSING_MODES[0]
+    processing_extent: Extent | None = None
+    mask: str | Path | None = None
+    cell_size: float | None = None
+    device: str | None = None
+    lanes: int = 1
+    cluster: str | None = None
+    scheduler: str | None = None
+    overwrite: bool = False
+    progress: bool | None = None
+
+    @classmethod
+    def of(
+        cls,
+        in_model_definition: str | Path | dict,
+        *,
+        num_workers: int | None = None,
+        **options: Any,
+    ) -> RunOptions:
+        """The options of a run, checked before anything is opened.
+
+        Args:
+            in_model_definition: The model: ``.emd``, ``.dlpk``, model folder or JSON text.
+            num_workers: CPU cores to use here (default every core).
+            **options: The other attributes, by name.
+
+        Raises:
+            ParameterError: for an unknown processing mode, a cell size that is not
+                positive, fewer than one worker, or a bad cluster or scheduler.
+        """
+        from rasterlearn.execution.dask import parse_cluster
+
+        run = cls(model_text(in_model_definition), lanes=cpu_lanes(num_workers), **options)
+        mode = str(run.processing_mode).upper()
+        if mode not in PROCESSING_MODES:
+            raise ParameterError(
+                f"processing_mode {run.processing_mode!r} is not valid",
+                "give " + " or ".join(PROCESSING_MODES),
+            )
+        if run.cell_size is not None and not run.cell_size > 0:
+            raise ParameterError(f"cell size must be positive, got {run.cell_size}", "")
+        parse_cluster(run.cluster, run.scheduler)
+        return replace(run, processing_mode=mode)
+
+    @property
+    def separately(self) -> bool:
+        """Each raster of a folder is processed on its own."""
+        return self.processing_mode == "PROCESS_ITEMS_SEPARATELY"
+
+    def client(self) -> contextlib.AbstractContextManager:
+        """A Dask client for the cluster or scheduler, or nothing (run in this process)."""
+        if self.cluster is None and self.scheduler is None:
+            return contextlib.nullcontext()
+        from rasterlearn.execution.dask import dask_client
+
+        return dask_client(self.cluster, self.scheduler)
 
 
 def model_text(model: str | Path | dict) -> str:
@@ -90,27 +170,16 @@ def open_inputs(in_raster: str | Path, processing_mode: str) -> list[RasterSourc
     return open_raster_input(in_raster, separately=mode == "PROCESS_ITEMS_SEPARATELY")
 
 
-def prepare_run(
-    source: RasterSource,
-    predictor: Predictor,
-    model: str,
-    arguments: dict[str, Any] | None,
-    processing_extent: Extent | None = None,
-    mask: str | Path | None = None,
-    cell_size: float | None = None,
-    device: str | None = None,
-) -> PreparedRun:
+def prepare_run(source: RasterSource, predictor: Predictor, options: RunOptions) -> PreparedRun:
     """Check a raster against the model and plan its tiles.
 
     Raises:
         InputError: when the raster lacks the model's bands or a georeference it needs.
-        ParameterError: for bad arguments, extents or cell sizes.
+        ParameterError: for bad arguments, extents or masks.
     """
     info = predictor.info
-    if cell_size is not None:
-        if not cell_size > 0:
-            raise ParameterError(f"cell size must be positive, got {cell_size}", "")
-        source = RasterSource(source.spec, source.name, cell_size)
+    if options.cell_size is not None:
+        source = RasterSource(source.spec, source.name, options.cell_size)
     raster = source.info
     info.check_bands(raster.count, source.name)
     if info.image_space == "MAP_SPACE" and not raster.is_georeferenced:
@@ -118,15 +187,15 @@ def prepare_run(
             f"raster {source.name} has no coordinate system but the model works in MAP_SPACE",
             "georeference the raster, or use a model trained in PIXEL_SPACE",
         )
-    values = resolve_model_arguments(info, arguments)
+    values = resolve_model_arguments(info, options.arguments)
     grid = raster.grid
-    area = area_of_extent(grid, processing_extent)
+    area = area_of_extent(grid, options.processing_extent)
     mask_geom = None
-    if mask is not None:
-        mask_geom = load_mask(mask, grid.crs)
+    if options.mask is not None:
+        mask_geom = load_mask(options.mask, grid.crs)
         if not shapely.intersects(mask_geom, grid.footprint):
             raise ParameterError(
-                f"mask {Path(mask).name} does not overlap raster {source.name}",
+                f"mask {Path(options.mask).name} does not overlap raster {source.name}",
                 "give mask polygons over the raster (they are reprojected to its CRS)",
             )
     height, width = tile_shape(info, values)
@@ -135,27 +204,21 @@ def prepare_run(
         raster=source.spec,
         raster_name=source.name,
         grid=grid,
-        model=model,
+        model=options.model,
         arguments=values,
         mask_wkb=shapely.to_wkb(mask_geom) if mask_geom is not None else None,
-        device=device,
-        cell_size=cell_size,
-        model_version=model_version(model),
+        device=options.device,
+        cell_size=options.cell_size,
+        model_version=model_version(options.model),
     )
     return PreparedRun(job, tiles, source, predictor, area)
 
 
 def prepare_runs(
     in_raster: str | Path,
-    in_model_definition: str | Path | dict,
+    options: RunOptions,
     tasks: tuple[str, ...],
     wrong_task_hint: tuple[str, str],
-    arguments: dict[str, Any] | None,
-    processing_mode: str,
-    processing_extent: Extent | None,
-    mask: str | Path | None,
-    cell_size: float | None,
-    device: str | None,
 ) -> list[PreparedRun]:
     """Open the model (once per process) and every input raster, and plan their tiles.
 
@@ -163,17 +226,27 @@ def prepare_runs(
         ParameterError: when the model's task is not one of ``tasks``.
         RasterLearnError: from :func:`prepare_run`.
     """
-    model = model_text(in_model_definition)
-    predictor = cached_predictor(model, device, model_version(model))
+    predictor = open_model(options, tasks, wrong_task_hint)
+    return [
+        prepare_run(s, predictor, options) for s in open_inputs(in_raster, options.processing_mode)
+    ]
+
+
+def open_model(
+    options: RunOptions, tasks: tuple[str, ...], wrong_task_hint: tuple[str, str]
+) -> Predictor:
+    """The run's model, opened once per process, checked to be of one of ``tasks``.
+
+    Raises:
+        ParameterError: when the model's task is not one of ``tasks``.
+    """
+    predictor = cached_predictor(options.model, options.device, model_version(options.model))
     if predictor.info.task not in tasks:
         raise ParameterError(
             f"the model is a {predictor.info.task} model, not {wrong_task_hint[0]}",
             wrong_task_hint[1],
         )
-    return [
-        prepare_run(s, predictor, model, arguments, processing_extent, mask, cell_size, device)
-        for s in open_inputs(in_raster, processing_mode)
-    ]
+    return predictor
 
 
 def cpu_lanes(num_workers: int | None) -> int:
@@ -188,12 +261,3 @@ def cpu_lanes(num_workers: int | None) -> int:
             "give 1 or more, or leave it out to use every core",
         )
     return default_workers(num_workers)
-
-
-def cluster_client(cluster: str | None, scheduler: str | None) -> contextlib.AbstractContextManager:
-    """A Dask client for ``cluster``/``scheduler``, or nothing (run in this process)."""
-    if cluster is None and scheduler is None:
-        return contextlib.nullcontext()
-    from rasterlearn.execution.dask import dask_client
-
-    return dask_client(cluster, scheduler)

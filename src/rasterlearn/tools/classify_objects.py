@@ -14,7 +14,6 @@ import shapely
 
 from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.execution.blocks import block_size, blocks_of
-from rasterlearn.execution.dask import parse_cluster
 from rasterlearn.geo.grid import Box, object_chip
 from rasterlearn.geo.raster import RasterSource, bounded_gdal_cache
 from rasterlearn.geo.vector import read_vector, vector_driver, write_vector
@@ -26,13 +25,7 @@ from rasterlearn.inference.engine import (
     prefetched,
     run_predictions,
 )
-from rasterlearn.inference.jobs import (
-    cluster_client,
-    cpu_lanes,
-    model_text,
-    model_version,
-    open_inputs,
-)
+from rasterlearn.inference.jobs import RunOptions, model_version, open_inputs, open_model
 from rasterlearn.inference.predictors import (
     CLASSIFICATION,
     ModelInfo,
@@ -86,19 +79,25 @@ def classify_objects(
     vector_driver(out_feature_class)
     if not class_label_field:
         raise ParameterError("class_label_field must not be empty", "give a field name")
-    lanes = cpu_lanes(num_workers)
-    parse_cluster(cluster, scheduler)
-    model = model_text(in_model_definition)
-    version = model_version(model)
-    predictor = cached_predictor(model, device, version)
+    options = RunOptions.of(
+        in_model_definition,
+        arguments=model_arguments,
+        processing_mode=processing_mode,
+        device=device,
+        num_workers=num_workers,
+        cluster=cluster,
+        scheduler=scheduler,
+        overwrite=overwrite,
+        progress=progress,
+    )
+    predictor = open_model(
+        options,
+        (CLASSIFICATION,),
+        ("an object classifier", "use detect-objects or classify-pixels with this model"),
+    )
     info = predictor.info
-    if info.task != CLASSIFICATION:
-        raise ParameterError(
-            f"the model is a {info.task} model, not an object classifier",
-            "use detect-objects or classify-pixels with this model",
-        )
-    args = resolve_model_arguments(info, model_arguments)
-    sources = open_inputs(in_raster, processing_mode)
+    args = resolve_model_arguments(info, options.arguments)
+    sources = open_inputs(in_raster, options.processing_mode)
     for source in sources:
         info.check_bands(source.info.count, source.name)
     if in_features is None:
@@ -106,19 +105,20 @@ def classify_objects(
         chips = [ObjectChip(k, k, s.info.grid.box) for k, s in enumerate(sources)]
     else:
         frame, chips = _feature_chips(sources[0], in_features, info)
-    job = ObjectJob(tuple((s.spec, s.name) for s in sources), model, version, device, args)
+    rasters = tuple((s.spec, s.name) for s in sources)
+    job = ObjectJob(rasters, options.model, model_version(options.model), options.device, args)
     with (
-        cluster_client(cluster, scheduler) as client,
+        options.client() as client,
         bounded_gdal_cache(),
-        progress_bar("Classifying objects", len(frame), progress) as advance,
+        progress_bar("Classifying objects", len(frame), options.progress) as advance,
     ):
         advance(len(frame) - len(chips))  # features outside the raster get no label
-        probabilities = list(_classify(predictor, job, chips, client, lanes, advance))
+        probabilities = list(_classify(predictor, job, chips, client, options.lanes, advance))
     labels, confidences = _labels(info, args, len(frame), chips, probabilities)
     frame = frame.copy()
     frame[class_label_field] = labels
     frame["Confidence"] = confidences
-    return write_vector(frame, out_feature_class, overwrite)
+    return write_vector(frame, out_feature_class, options.overwrite)
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,7 @@ from rasterlearn.errors import ParameterError
 from rasterlearn.formats.classified_raster import ClassifiedRasterWriter
 from rasterlearn.geo.raster import bounded_gdal_cache
 from rasterlearn.inference.engine import PixelResult, run_tiles
-from rasterlearn.inference.jobs import (
-    Extent,
-    PreparedRun,
-    cluster_client,
-    cpu_lanes,
-    prepare_runs,
-)
+from rasterlearn.inference.jobs import Extent, PreparedRun, RunOptions, prepare_runs
 from rasterlearn.inference.predictors import PIXEL
 from rasterlearn.outputs import staged_files
 from rasterlearn.progress import progress_bar
@@ -67,30 +61,37 @@ def classify_pixels(
     Raises:
         RasterLearnError: for anything the user can fix, before any output is written.
     """
+    options = RunOptions.of(
+        in_model_definition,
+        arguments=arguments,
+        processing_mode=processing_mode,
+        processing_extent=processing_extent,
+        mask=mask,
+        cell_size=cell_size,
+        device=device,
+        num_workers=num_workers,
+        cluster=cluster,
+        scheduler=scheduler,
+        overwrite=overwrite,
+        progress=progress,
+    )
     runs = prepare_runs(
         in_raster,
-        in_model_definition,
+        options,
         (PIXEL,),
         ("a pixel classifier", "use detect-objects or classify-objects with this model"),
-        arguments,
-        processing_mode,
-        processing_extent,
-        mask,
-        cell_size,
-        device,
     )
-    targets = _targets(runs, out_classified_raster, out_classified_folder, processing_mode)
-    lanes = cpu_lanes(num_workers)
-    with cluster_client(cluster, scheduler) as client, bounded_gdal_cache():
+    targets = _targets(runs, out_classified_raster, out_classified_folder, options.separately)
+    with options.client() as client, bounded_gdal_cache():
         for run, target in zip(runs, targets, strict=True):
-            _classify_one(run, target, cog, overwrite, progress, client, lanes)
+            _classify_one(run, target, cog, options, client)
     return targets
 
 
 def _targets(
-    runs: list[PreparedRun], out_raster: str | Path, out_folder: str | Path | None, mode: str
+    runs: list[PreparedRun], out_raster: str | Path, out_folder: str | Path | None, separately: bool
 ) -> list[Path]:
-    if str(mode).upper() != "PROCESS_ITEMS_SEPARATELY":
+    if not separately:
         return [Path(out_raster)]
     if out_folder is None:
         raise ParameterError(
@@ -102,20 +103,14 @@ def _targets(
 
 
 def _classify_one(
-    run: PreparedRun,
-    target: Path,
-    cog: bool,
-    overwrite: bool,
-    progress: bool | None,
-    client: Any,
-    lanes: int,
+    run: PreparedRun, target: Path, cog: bool, options: RunOptions, client: Any
 ) -> None:
     job, info = run.job, run.predictor.info
     grid = job.grid
     with_probs = bool(job.arguments.get("return_probability_raster"))
     prob_target = target.with_name(target.stem + "_probability.tif")
     with contextlib.ExitStack() as stack:
-        path = stack.enter_context(staged_files(target, overwrite))
+        path = stack.enter_context(staged_files(target, options.overwrite))
         area = run.area  # the output covers the processing area only
         transform = grid.window(area).transform
         writer = ClassifiedRasterWriter(
@@ -124,14 +119,14 @@ def _classify_one(
         stack.callback(writer.close)
         prob_writer = None
         if with_probs:
-            prob_path = stack.enter_context(staged_files(prob_target, overwrite))
+            prob_path = stack.enter_context(staged_files(prob_target, options.overwrite))
             prob_writer = ClassifiedRasterWriter(
                 prob_path, transform, grid.crs, area.width, area.height, info.classes, True
             )
             stack.callback(prob_writer.close)
         label = f"Classifying {Path(run.source.name).name}"
-        with progress_bar(label, len(run.tiles), progress) as advance:
-            for result in run_tiles(job, run.tiles, client, advance, lanes):
+        with progress_bar(label, len(run.tiles), options.progress) as advance:
+            for result in run_tiles(job, run.tiles, client, advance, options.lanes):
                 assert isinstance(result, PixelResult)
                 box = result.box.relative_to(area)
                 writer.write(box, result.classes)

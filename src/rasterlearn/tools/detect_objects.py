@@ -21,13 +21,7 @@ from rasterlearn.geo.grid import Grid
 from rasterlearn.geo.raster import bounded_gdal_cache
 from rasterlearn.geo.vector import read_vector, vector_driver, write_vector
 from rasterlearn.inference.engine import run_tiles
-from rasterlearn.inference.jobs import (
-    Extent,
-    PreparedRun,
-    cluster_client,
-    cpu_lanes,
-    prepare_runs,
-)
+from rasterlearn.inference.jobs import Extent, PreparedRun, RunOptions, prepare_runs
 from rasterlearn.inference.nms import nms_boxes, nms_polygons
 from rasterlearn.inference.predictors import DETECTION, INSTANCE, TileDetections
 from rasterlearn.progress import progress_bar
@@ -83,25 +77,31 @@ def detect_objects(
         )
     if not confidence_score_field or not class_value_field:
         raise ParameterError("the confidence and class field names must not be empty", "")
-    separately = str(processing_mode).upper() == "PROCESS_ITEMS_SEPARATELY"
+    options = RunOptions.of(
+        in_model_definition,
+        arguments=arguments,
+        processing_mode=processing_mode,
+        processing_extent=processing_extent,
+        mask=mask,
+        cell_size=cell_size,
+        device=device,
+        num_workers=num_workers,
+        cluster=cluster,
+        scheduler=scheduler,
+        overwrite=overwrite,
+        progress=progress,
+    )
     runs = prepare_runs(
         in_raster,
-        in_model_definition,
+        options,
         (DETECTION, INSTANCE),
         ("an object detector", "use classify-pixels or classify-objects with this model"),
-        arguments,
-        processing_mode,
-        processing_extent,
-        mask,
-        cell_size,
-        device,
     )
-    lanes = cpu_lanes(num_workers)
     frames = []
-    with cluster_client(cluster, scheduler) as client, bounded_gdal_cache():
+    with options.client() as client, bounded_gdal_cache():
         for run in runs:
-            frame = _detect_one(run, client, progress, lanes)
-            if separately:
+            frame = _detect_one(run, options, client)
+            if options.separately:
                 frame.insert(0, "Image", Path(run.source.name).name)
             frames.append(frame)
     result = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
@@ -119,15 +119,13 @@ def detect_objects(
     return write_vector(result, out_detected_objects, overwrite)
 
 
-def _detect_one(
-    run: PreparedRun, client: Any, progress: bool | None, lanes: int
-) -> gpd.GeoDataFrame:
+def _detect_one(run: PreparedRun, options: RunOptions, client: Any) -> gpd.GeoDataFrame:
     job, info = run.job, run.predictor.info
     found: list[TileDetections] = []
     with progress_bar(
-        f"Detecting in {Path(run.source.name).name}", len(run.tiles), progress
+        f"Detecting in {Path(run.source.name).name}", len(run.tiles), options.progress
     ) as advance:
-        for result in run_tiles(job, run.tiles, client, advance, lanes):
+        for result in run_tiles(job, run.tiles, client, advance, options.lanes):
             assert isinstance(result, TileDetections)
             if len(result):
                 found.append(result)
