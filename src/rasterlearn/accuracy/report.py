@@ -14,14 +14,16 @@ import io
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_pdf import PdfPages
-from matplotlib.figure import Figure
 
 from rasterlearn.errors import ParameterError
 from rasterlearn.outputs import atomic_output
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 REPORT_FORMATS = {".html": "html", ".htm": "html", ".pdf": "pdf"}
 """Report format by output extension."""
@@ -123,6 +125,8 @@ def render_html(report: Report) -> str:
 
 def _text_page(report: Report) -> Figure:
     """The first PDF page: title, key figures, notes (wrapped to the page width)."""
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(8.27, 11.69))
     lines: list[tuple[str, int, str]] = [(report.title, 16, "bold"), ("", 10, "normal")]
     for key, value in report.facts:
@@ -139,6 +143,8 @@ def _text_page(report: Report) -> Figure:
 
 def _table_page(caption: str, table: pd.DataFrame) -> Figure:
     rows = len(table) + 1
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(11.69, max(2.0, 0.3 * rows + 1.2)))
     ax = figure.add_subplot()
     ax.axis("off")
@@ -158,6 +164,8 @@ def _table_page(caption: str, table: pd.DataFrame) -> Figure:
 
 def render_pdf(report: Report, path: Path) -> None:
     """Write the report as PDF pages: text, one page per table, one per figure."""
+    from matplotlib.backends.backend_pdf import PdfPages
+
     with PdfPages(path, metadata={"Title": report.title, "Creator": "rasterlearn"}) as pdf:
         pdf.savefig(_text_page(report))
         for caption, table in report.tables:
@@ -203,6 +211,8 @@ def pr_curve_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], iou
     n = max(1, len(curves))
     cols = min(3, n)
     rows = -(-n // cols)
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(4 * cols, 3.6 * rows))
     for k, (name, (recall, precision, ap)) in enumerate(curves.items()):
         ax = figure.add_subplot(rows, cols, k + 1)
@@ -229,6 +239,8 @@ def confusion_figure(matrix: np.ndarray, names: list[str]) -> Figure:
     """The confusion matrix (rows: reference, columns: classified), counts and row shares."""
     matrix = np.asarray(matrix)
     size = max(4.5, 0.7 * len(names) + 2.5)
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(size + 1, size))
     ax = figure.add_subplot()
     totals = matrix.sum(axis=1, keepdims=True)

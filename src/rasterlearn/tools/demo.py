@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
-from rasterlearn.demo.run import run_demo
 from rasterlearn.tools.declaration import OUTPUT, Parameter, declare
+
+
+def demo(
+    out_folder: str | Path = "demo-output", overwrite: bool = True, quick: bool = False
+) -> Iterator[str]:
+    """Run the whole workflow on the bundled NEON sample and score it on a held-out part.
+
+    See :func:`rasterlearn.demo.run.run_demo`, which also takes other settings.
+
+    Yields:
+        One line per step, saying what was made and where; the headline figures last.
+    """
+    from rasterlearn.demo.run import run_demo  # its plots load matplotlib: only when it runs
+
+    return run_demo(out_folder, overwrite=overwrite, quick=quick)
 
 
 def _result_lines(lines: Iterator[str]) -> Iterator[str]:
@@ -13,8 +28,7 @@ def _result_lines(lines: Iterator[str]) -> Iterator[str]:
 
 
 TOOL = declare(
-    run_demo,
-    name="demo",
+    demo,
     label="Run the Demo",
     rest_name="RunDemo",
     command="demo",
@@ -30,7 +44,6 @@ TOOL = declare(
             OUTPUT,
             label="Output Folder",
             positional=True,
-            default="demo-output",
         ),
         Parameter("overwrite", "boolean", "Replace earlier demo outputs.", label="Overwrite"),
         Parameter(
@@ -42,5 +55,4 @@ TOOL = declare(
         ),
     ],
     report=_result_lines,
-    python_only=("settings",),
 )
