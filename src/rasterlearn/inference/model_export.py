@@ -105,25 +105,8 @@ def export_trained_model(
     out_folder: str | Path | None = None,
     overwrite: bool = False,
 ) -> ExportedModel:
-    """Export a model trained by rasterlearn to ONNX or TorchScript, as a new model folder.
-
-    Args:
-        in_model_definition: The model: ``.emd``, ``.dlpk``, model folder or the emd's JSON.
-        format: ``onnx`` or ``torchscript`` (any case).
-        out_folder: The folder to write; default ``<name>_<format>`` beside the model folder
-            (or beside the ``.dlpk``).
-        overwrite: Replace an existing output folder.
-
-    Returns:
-        The folder written and its files.
-
-    Raises:
-        ParameterError: for an unknown format, or JSON text without ``out_folder``.
-        InputError: for a model that is not a rasterlearn PyTorch model (missing weights,
-            a custom inference function, an already exported model), or when the exported
-            model does not reproduce the PyTorch model's predictions.
-        OutputError: when the output folder exists and ``overwrite`` is false.
-    """
+    """A new model folder in ONNX or TorchScript: the work of the Export Deep Learning Model
+    tool (:func:`rasterlearn.tools.export_model.export_model` documents it)."""
     fmt = str(format).strip().lower()
     if fmt not in EXPORT_FORMATS:
         raise ParameterError(
