@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -13,6 +14,7 @@ from typer.core import TyperGroup
 
 from rasterlearn.cli.commands import add_tool
 from rasterlearn.cli.errors import err_console, out_console, user_errors
+from rasterlearn.errors import ParameterError
 from rasterlearn.tools.registry import find_tool, tools
 
 GROUPS = {"model": "Inspect, package, edit and export models (.emd / .dlpk)."}
@@ -67,6 +69,7 @@ def build_app() -> typer.Typer:
             target = groups[group]
         add_tool(target, tool, name)
     app.command("describe")(describe_cmd)
+    app.command("serve")(serve_cmd)
     return app
 
 
@@ -93,6 +96,46 @@ def describe_cmd(
             highlight=False,
             soft_wrap=True,
         )
+
+
+@user_errors
+def serve_cmd(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    data_dir: Annotated[
+        Path, typer.Option(help="Data directory: jobs, uploads, results, the job store.")
+    ] = Path("rasterlearn-data"),
+    max_jobs: Annotated[int, typer.Option(help="Jobs running at once (the rest queue).")] = 2,
+    cluster: Annotated[
+        str | None, typer.Option(help="Tools fan out on a local Dask cluster: local:N.")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Tools fan out on a running Dask cluster: tcp://HOST:PORT.")
+    ] = None,
+    api_keys: Annotated[
+        Path | None,
+        typer.Option(
+            help="File of SHA-256 hashed API keys, one a line (printf %s KEY | sha256sum)."
+        ),
+    ] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest upload accepted (MB).")] = 1024.0,
+) -> None:
+    """Serve every tool as a REST job service (OGC API - Processes and ArcGIS GP tasks)."""
+    from rasterlearn.serve.app import serve
+    from rasterlearn.serve.service import Settings
+
+    if cluster and scheduler:
+        raise ParameterError("give --cluster or --scheduler, not both")
+    settings = Settings(
+        data_dir=data_dir,
+        max_jobs=max_jobs,
+        cluster=cluster,
+        scheduler=scheduler,
+        api_keys=api_keys,
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+    )
+    err_console.print(f"rasterlearn serve: http://{host}:{port}/ (data in {data_dir})")
+    serve(settings, host, port)
 
 
 app = build_app()

@@ -8,7 +8,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from torch.utils.data import DataLoader
 
+from rasterlearn.progress import progress_bar
 from rasterlearn.training.report import EpochRecord
 from rasterlearn.training.settings import TrainingSettings
 from rasterlearn.training.setup import TrainingSetup
@@ -49,9 +50,10 @@ class FitResult:
 class _History(Callback):
     """Records losses and metrics per epoch (the ArcGIS training log)."""
 
-    def __init__(self) -> None:
+    def __init__(self, advance: Callable[..., None] = lambda n=1: None) -> None:
         self.records: list[EpochRecord] = []
         self._start = time.perf_counter()
+        self._advance = advance
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
@@ -68,6 +70,7 @@ class _History(Callback):
                 seconds=time.perf_counter() - self._start,
             )
         )
+        self._advance(1)
 
 
 def fit(settings: TrainingSettings, setup: TrainingSetup) -> FitResult | None:
@@ -91,7 +94,8 @@ def fit(settings: TrainingSettings, setup: TrainingSetup) -> FitResult | None:
         lr = _learning_rate(settings, trainer_kwargs, task, setup)
         task.lr = lr
 
-    history = _History()
+    epochs = contextlib.ExitStack()  # the epochs as a progress bar (its listener only)
+    history = _History(epochs.enter_context(progress_bar("Training", settings.max_epochs, False)))
     best = ModelCheckpoint(
         dirpath=settings.checkpoints,
         filename="best",
@@ -112,7 +116,7 @@ def fit(settings: TrainingSettings, setup: TrainingSetup) -> FitResult | None:
         default_root_dir=str(settings.checkpoints),
     )
     last = settings.checkpoints / "last.ckpt"
-    with _quiet_lightning():
+    with epochs, _quiet_lightning():
         trainer.fit(
             task,
             setup.train_loader,

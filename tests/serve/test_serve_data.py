@@ -1,0 +1,85 @@
+"""Keys, paths and uploads: another key sees nothing, traversal is refused, uploads are capped."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+from serve_helpers import KEY_A, KEY_B, UPLOAD_LIMIT_MB, Server, ogc_done, wait_job
+from typer.testing import CliRunner
+
+from rasterlearn.cli.app import app
+from rasterlearn.serve.auth import hash_key, owner_of
+
+ASYNC = {"Prefer": "respond-async"}
+GP = "/arcgis/rest/services/RasterAnalysisTools/GPServer"
+
+
+def test_another_key_cannot_see_a_job(server: Server) -> None:
+    with server.client(KEY_A) as a, server.client(KEY_B) as b, server.client(None) as anon:
+        job = a.post(
+            "/processes/query_model_info/execution",
+            json={"inputs": {"model": "files/unet/unet.emd"}},
+            headers=ASYNC,
+        ).json()["jobID"]
+        assert wait_job(a, f"/jobs/{job}", ogc_done)["status"] == "successful"
+        assert a.get(f"/jobs/{job}/results").status_code == 200
+        for path in (f"/jobs/{job}", f"/jobs/{job}/results", f"/jobs/{job}/log"):
+            assert b.get(path).status_code == 404
+        assert b.delete(f"/jobs/{job}").status_code == 404
+        assert job not in [j["jobID"] for j in b.get("/jobs").json()["jobs"]]
+        arcgis = f"{GP}/QueryDeepLearningModelInfo/jobs/{job}"
+        assert b.get(arcgis).status_code == 404
+        assert httpx.get(server.url + arcgis, params={"token": KEY_A}).status_code == 200
+        assert httpx.get(server.url + f"/jobs/{job}", headers={"X-API-Key": KEY_A}).is_success
+        assert anon.get("/jobs").status_code == 401
+        assert httpx.get(server.url + "/jobs", headers={"X-API-Key": "nope"}).status_code == 403
+
+
+def test_traversal_paths_are_refused(server: Server, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.emd").write_text("{}")
+    link = server.data_dir / "files" / "escape"
+    if not link.is_symlink():
+        os.symlink(outside, link)
+    other = f"uploads/{owner_of(hash_key(KEY_B))}/x.emd"
+    with server.client() as c:
+        refused = ("../outside/secret.emd", str(outside / "secret.emd"), "files/escape/secret.emd")
+        for path in (*refused, other, "jobs.sqlite"):
+            r = c.post("/processes/query_model_info/execution", json={"inputs": {"model": path}})
+            assert r.status_code == 400, (path, r.text)
+            assert "outside" in r.json()["detail"] or "not" in r.json()["detail"]
+
+
+def test_uploads_capped_streamed_and_used_by_id(server: Server, serve_data: Path) -> None:
+    uploads = server.data_dir / "uploads"
+    before = sorted(p for p in uploads.rglob("*") if p.is_file())
+    limit = int(UPLOAD_LIMIT_MB * 1024 * 1024)
+    with server.client() as c:
+        for size in (limit + 20_000, 4 * limit):  # streamed past the limit; announced too big
+            r = c.post("/uploads", files={"file": ("big.tif", b"x" * size)})
+            assert r.status_code == 413, r.text
+        assert sorted(p for p in uploads.rglob("*") if p.is_file()) == before
+        emd = (serve_data / "files/unet/unet.emd").read_bytes()
+        item = c.post("/uploads", files={"file": ("unet.emd", emd)}).json()
+        assert (server.data_dir / item["path"]).read_bytes() == emd
+        done = c.post(
+            "/processes/query_model_info/execution",
+            json={"inputs": {"model": f"item:{item['id']}"}},
+        )
+        assert done.status_code == 200 and "UNET" in done.json()["report"].upper()
+    arcgis = httpx.post(
+        f"{server.url}{GP}/uploads/upload",
+        files={"file": ("unet.emd", emd)},
+        data={"f": "json"},
+        headers={"X-API-Key": KEY_A},
+    ).json()
+    assert arcgis["success"] and arcgis["item"]["itemID"]
+
+
+def test_no_keys_means_loopback_only() -> None:
+    result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--data-dir", "/nonexistent"])
+    assert result.exit_code == 2
+    assert "loopback" in result.output
