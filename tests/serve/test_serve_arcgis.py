@@ -90,6 +90,9 @@ def test_export_then_train_equal_the_cli(server: Server, serve_data: Path, tmp_p
     assert any(m["description"].startswith("Wrote ") for m in info["messages"])
     value = result(server, task, export_id, "outputLocation")
     assert value["paramName"] == "outputLocation" and "map.txt" in value["value"]["files"]
+    url = f"{server.url}{GP}/{task}/jobs/{export_id}/inputs/inputRaster"
+    given = httpx.get(url, params={"f": "json", "token": KEY_A}).json()
+    assert given["value"] == "files/scene.tif"  # the server's own folders are not disclosed
     served = serve_data / "jobs" / export_id / "results" / "chips"
     cli_export = tmp_path / "chips"
     cli(

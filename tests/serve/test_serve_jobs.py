@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from serve_helpers import Server, ogc_done, process_alive, start_server, wait_job
 
-from rasterlearn import export_training_data
+from rasterlearn import classify_pixels, export_training_data
 
 ASYNC = {"Prefer": "respond-async"}
 
@@ -148,3 +148,43 @@ def test_service_killed_during_a_job_fails_it_and_runs_the_queue(
         assert not (job_dir / "staging").exists() and not (job_dir / "results").exists()
     finally:
         server.stop()
+
+
+def test_a_service_on_a_dask_cluster_gives_one_process_raster(
+    serve_data: Path, tmp_path: Path
+) -> None:
+    """``--cluster local:2``: the job's tool fans out on Dask, and its raster is the same, byte
+    for byte, as one process's."""
+    data = tmp_path / "data"
+    shutil.copytree(serve_data / "files", data / "files")
+    inputs = {
+        "in_raster": "files/scene.tif",
+        "out_classified_raster": "classes.tif",
+        "in_model_definition": "files/unet/unet.emd",
+        "arguments": {"batch_size": 2},  # several blocks for the two workers
+    }
+    running = start_server(data, "--cluster", "local:2")
+    try:
+        with running.client() as c:
+            submitted = c.post(
+                "/processes/classify_pixels/execution",
+                json={"inputs": inputs},
+                headers={"Prefer": "respond-async"},
+            )
+            assert submitted.status_code == 201, submitted.text
+            status = wait_job(c, submitted.headers["Location"], ogc_done)
+            assert status["status"] == "successful", status
+            results = c.get(submitted.headers["Location"] + "/results").json()
+            served = c.get(results["out_classified_raster"]["href"]).content
+        log = next((data / "jobs").glob("*/log.txt")).read_text()
+    finally:
+        running.stop()
+    here = classify_pixels(
+        data / "files/scene.tif",
+        tmp_path / "here.tif",
+        data / "files/unet/unet.emd",
+        {"batch_size": 2},
+        num_workers=1,
+    )[0]
+    assert served == here.read_bytes()
+    assert "Traceback" not in log

@@ -263,7 +263,7 @@ def job_input(
     found = found or [p for p in tool.parameters if p.rest_name == param and p.role != OUTPUT]
     if not found or found[0].name not in job.inputs:
         raise ServiceError(404, "no-such-input", f"job {job_id} has no input {param!r}")
-    value = job.inputs[found[0].name]
+    value = _service(request).data.shown(job.inputs[found[0].name])
     return reply(request, {"paramName": param, "dataType": data_type(found[0]), "value": value})
 
 

@@ -103,6 +103,16 @@ class DataDir:
             raise ParameterError(f"path {value!r} is not a data file", "give a data file")
         return target
 
+    def shown(self, value: object) -> object:
+        """A value as clients see it: paths inside the data directory relative to it, so
+        the server's own folders are never disclosed."""
+        if isinstance(value, str) and Path(value).is_absolute():
+            path = Path(value)
+            return str(path.relative_to(self.root)) if path.is_relative_to(self.root) else value
+        if isinstance(value, list):
+            return [self.shown(v) for v in value]
+        return value
+
     def _check_job_path(self, value: str, parts: tuple[str, ...], owner: str) -> None:
         job = JobStore(self.database).get(parts[1], owner)
         if job is None or parts[2:3] != ("results",):

@@ -65,12 +65,14 @@ def run_job(data: DataDir, store: JobStore, job: Job, service: dict[str, Any]) -
     except RasterLearnError as err:
         shutil.rmtree(staging, ignore_errors=True)
         print(f"error: {err}", flush=True)
-        store.finish(job.id, FAILED, str(err), only_from=(RUNNING,))
+        message = _relative(str(err), staging, results, data.root)
+        store.finish(job.id, FAILED, message, only_from=(RUNNING,))
         return 2
     except Exception as err:
         shutil.rmtree(staging, ignore_errors=True)
         traceback.print_exc()
-        store.finish(job.id, FAILED, f"{type(err).__name__}: {err}", only_from=(RUNNING,))
+        message = _relative(f"{type(err).__name__}: {err}", staging, results, data.root)
+        store.finish(job.id, FAILED, message, only_from=(RUNNING,))
         return 1
     finally:
         report_to(None)
