@@ -7,6 +7,7 @@ import os
 # as the CLI does (rasterlearn.cli.main): idle OpenMP threads must not spin on 2 shared cores
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 import rasterio
 import shapely
 from affine import Affine
+from filelock import FileLock
 
 from rasterlearn import export_training_data
 from rasterlearn.demo.sample import sample_paths
@@ -61,9 +63,9 @@ class TrainedModels:
 
 
 def train_models(root: Path) -> TrainedModels:
+    """Export a 384 x 384 px scene in 64 px chips and train a UNET and an FCOS detector."""
     from rasterlearn import train_deep_learning_model
 
-    """Export a 384 x 384 px scene in 64 px chips and train a UNET and an FCOS detector."""
     scene = make_scene(root / "scene", width=384, height=384, seed=11, cell=48)
     exports = {}
     for fmt in ("Classified_Tiles", "PASCAL_VOC_rectangles", "Labeled_Tiles"):
@@ -107,8 +109,18 @@ def train_models(root: Path) -> TrainedModels:
 
 
 @pytest.fixture(scope="session")
-def models(tmp_path_factory: pytest.TempPathFactory) -> TrainedModels:
-    return train_models(tmp_path_factory.mktemp("inference-models"))
+def models(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> TrainedModels:
+    """The trained models, made once per test run: under pytest-xdist the first worker that
+    needs them trains them and the others wait for them and reuse them (read only)."""
+    if worker_id == "master":
+        return train_models(tmp_path_factory.mktemp("inference-models"))
+    root = tmp_path_factory.getbasetemp().parent / "inference-models"
+    with FileLock(f"{root}.lock"):
+        made = root / "models.pickle"
+        if not made.exists():
+            models = train_models(root)
+            made.write_bytes(pickle.dumps(models))
+        return pickle.loads(made.read_bytes())
 
 
 # Small inputs for the accuracy tools, written into tmp_path with geopandas and rasterio.

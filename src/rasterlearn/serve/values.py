@@ -80,10 +80,14 @@ def _normalize_value(p: Parameter, key: str, value: Any, data: DataDir, owner: s
         resolved = [_input_path(p, key, v, data, owner) for v in items]
         return resolved if p.type == "folder_list" else resolved[0]
     converted = _convert(p, key, value)
-    if p.choices and converted not in p.choices:
-        raise ParameterError(
-            f"{key} {converted!r} is not one of the choices", "one of " + ", ".join(p.choices)
-        )
+    if p.choices:  # in any letter case, as the tools take them
+        matches = [c for c in p.choices if c.lower() == str(converted).lower()]
+        if not matches:
+            raise ParameterError(
+                f"{key} {converted!r} is not one of the choices",
+                "one of " + ", ".join(p.choices),
+            )
+        converted = matches[0]
     return converted
 
 
