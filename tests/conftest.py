@@ -9,7 +9,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pickle
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import geopandas as gpd
@@ -119,8 +119,8 @@ def models(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> TrainedM
         made = root / "models.pickle"
         if not made.exists():
             models = train_models(root)
-            made.write_bytes(pickle.dumps(models))
-        return pickle.loads(made.read_bytes())
+            made.write_bytes(pickle.dumps(tuple(getattr(models, f.name) for f in fields(models))))
+        return TrainedModels(*pickle.loads(made.read_bytes()))
 
 
 # Small inputs for the accuracy tools, written into tmp_path with geopandas and rasterio.
