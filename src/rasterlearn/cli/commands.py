@@ -17,7 +17,7 @@ import typer
 
 from rasterlearn.cli.errors import err_console, out_console, user_errors
 from rasterlearn.errors import ParameterError
-from rasterlearn.tools.declaration import PYTHON_TYPES, REQUIRED, Parameter, Tool
+from rasterlearn.tools.declaration import PYTHON_TYPES, Parameter, Tool
 
 _CLI_TYPES: dict[str, Any] = {
     **PYTHON_TYPES,
@@ -52,26 +52,22 @@ def _help(p: Parameter) -> str:
 def _typer_parameter(p: Parameter) -> inspect.Parameter:
     """The command-line parameter of a declared one, as typer reads it from a signature."""
     kind = _CLI_TYPES[p.type]
-    default = p.default
-    if default is None or (p.required and not p.positional):
-        kind = kind | None
+    if p.default is None or (p.required and not p.positional):
+        kind = kind | None  # an option the tool requires is checked by typer as required
     if p.positional:
         info: Any = typer.Argument(help=_help(p), show_default=not p.required)
+    elif p.required:
+        info = typer.Option(p.option, help=_help(p))
     elif p.type == "boolean":
         off = f"--no-{p.option.removeprefix('--')}" if p.off_flag is None else p.off_flag
         info = typer.Option(f"{p.option}/{off}" if off else p.option, help=_help(p))
     else:
-        info = typer.Option(p.option, help=_help(p), show_default=default is not None)
-    if p.required and not p.positional:
-        info = typer.Option(p.option, help=_help(p))
-        default = REQUIRED
-    if isinstance(default, tuple) and p.type == "string_list":
-        default = list(default)
+        info = typer.Option(p.option, help=_help(p), show_default=p.default is not None)
     return inspect.Parameter(
         p.name,
         inspect.Parameter.KEYWORD_ONLY,
         annotation=Annotated[kind, info],
-        default=inspect.Parameter.empty if default is REQUIRED else default,
+        default=inspect.Parameter.empty if p.required else p.default,
     )
 
 
