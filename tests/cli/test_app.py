@@ -156,3 +156,21 @@ def test_describe_an_unknown_tool_says_which_exist() -> None:
     assert result.exit_code == 2
     assert "there is no tool called 'detect_everything'" in result.output
     assert "classify_pixels" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["export-training-data", "a.tif", "out", "--tile-size-x", "abc"], "--tile-size-x"),
+        (["train", "only-one-folder"], "Missing argument"),
+        (["no-such-command"], "No such command"),
+        (["detect-objects", "a.tif", "b.gpkg", "--model", "m.emd", "--no-such-flag"], "no-such"),
+    ],
+)
+def test_usage_errors_are_one_line_with_exit_code_2(args: list[str], words: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert words in lines[0] and "--help" in lines[0]
