@@ -12,9 +12,6 @@ from rasterlearn.formats.metadata_formats import MetadataFormat
 REFERENCE_SYSTEMS = ("MAP_SPACE", "PIXEL_SPACE")
 
 
-PROCESSING_MODES = ("PROCESS_AS_MOSAICKED_IMAGE", "PROCESS_ITEMS_SEPARATELY")
-
-
 CROP_MODES = ("FIXED_SIZE", "BOUNDING_BOX")
 
 

@@ -442,6 +442,10 @@ def mosaic_vrt_xml(paths: list[Path]) -> str:
     )
 
 
+PROCESSING_MODES = ("PROCESS_AS_MOSAICKED_IMAGE", "PROCESS_ITEMS_SEPARATELY")
+"""How a folder of rasters is processed: as one mosaic, or item by item (ArcGIS's keywords)."""
+
+
 def open_raster_input(
     in_raster: str | Path,
     separately: bool = False,

@@ -18,7 +18,7 @@ from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.execution.threads import default_workers
 from rasterlearn.formats.emd import ModelDefinition
 from rasterlearn.geo.grid import Box
-from rasterlearn.geo.raster import RasterSource, open_raster_input
+from rasterlearn.geo.raster import PROCESSING_MODES, RasterSource, open_raster_input
 from rasterlearn.geo.vector import load_mask
 from rasterlearn.inference.engine import (
     InferenceJob,
@@ -28,8 +28,6 @@ from rasterlearn.inference.engine import (
     plan_tiles,
 )
 from rasterlearn.inference.predictors import Predictor, resolve_model_arguments, tile_shape
-
-PROCESSING_MODES = ("PROCESS_AS_MOSAICKED_IMAGE", "PROCESS_ITEMS_SEPARATELY")
 
 Extent = tuple[float, float, float, float]
 
@@ -155,19 +153,9 @@ def model_version(model: str) -> str:
     return "|".join(stamps)
 
 
-def open_inputs(in_raster: str | Path, processing_mode: str) -> list[RasterSource]:
-    """The raster(s) to process: one mosaic, or each item of a folder separately.
-
-    Raises:
-        ParameterError: for an unknown processing mode.
-    """
-    mode = str(processing_mode).upper()
-    if mode not in PROCESSING_MODES:
-        raise ParameterError(
-            f"processing_mode {processing_mode!r} is not valid",
-            "give " + " or ".join(PROCESSING_MODES),
-        )
-    return open_raster_input(in_raster, separately=mode == "PROCESS_ITEMS_SEPARATELY")
+def open_inputs(in_raster: str | Path, options: RunOptions) -> list[RasterSource]:
+    """The raster(s) to process: one mosaic, or each item of a folder separately."""
+    return open_raster_input(in_raster, separately=options.separately)
 
 
 def prepare_run(source: RasterSource, predictor: Predictor, options: RunOptions) -> PreparedRun:
@@ -227,9 +215,7 @@ def prepare_runs(
         RasterLearnError: from :func:`prepare_run`.
     """
     predictor = open_model(options, tasks, wrong_task_hint)
-    return [
-        prepare_run(s, predictor, options) for s in open_inputs(in_raster, options.processing_mode)
-    ]
+    return [prepare_run(s, predictor, options) for s in open_inputs(in_raster, options)]
 
 
 def open_model(

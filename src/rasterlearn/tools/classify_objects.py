@@ -97,7 +97,7 @@ def classify_objects(
     )
     info = predictor.info
     args = resolve_model_arguments(info, options.arguments)
-    sources = open_inputs(in_raster, options.processing_mode)
+    sources = open_inputs(in_raster, options)
     for source in sources:
         info.check_bands(source.info.count, source.name)
     if in_features is None:

@@ -18,7 +18,6 @@ from rasterlearn.export.class_data import class_table, load_class_data
 from rasterlearn.export.plan import plan_chips
 from rasterlearn.export.settings import (
     CROP_MODES,
-    PROCESSING_MODES,
     REFERENCE_SYSTEMS,
     ExportSettings,
     choice,
@@ -39,6 +38,7 @@ from rasterlearn.formats.chips import (
 from rasterlearn.formats.metadata_formats import METADATA_FORMATS
 from rasterlearn.formats.metadata_formats import metadata_format as _metadata_format
 from rasterlearn.geo.raster import (
+    PROCESSING_MODES,
     RasterInfo,
     RasterSource,
     bounded_gdal_cache,

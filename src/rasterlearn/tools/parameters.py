@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from rasterlearn.geo.raster import PROCESSING_MODES
 from rasterlearn.tools.declaration import INPUT, OUTPUT, Parameter
-
-PROCESSING_MODES = ("PROCESS_AS_MOSAICKED_IMAGE", "PROCESS_ITEMS_SEPARATELY")
 
 IN_RASTER = Parameter(
     "in_raster",
