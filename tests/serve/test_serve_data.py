@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import httpx
+import pytest
 from serve_helpers import KEY_A, KEY_B, UPLOAD_LIMIT_MB, Server, ogc_done, wait_job
 from typer.testing import CliRunner
 
@@ -83,3 +84,18 @@ def test_no_keys_means_loopback_only() -> None:
     result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--data-dir", "/nonexistent"])
     assert result.exit_code == 2
     assert "loopback" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [(["--max-jobs", "0"], "max_jobs must be at least 1"), (["--max-upload-mb", "0"], "upload")],
+)
+def test_settings_it_cannot_run_with_are_refused_before_anything_is_made(
+    tmp_path: Path, args: list[str], words: str
+) -> None:
+    data = tmp_path / "data"
+    result = CliRunner().invoke(app, ["serve", "--data-dir", str(data), *args])
+    assert result.exit_code == 2
+    assert result.stdout == "" and result.stderr.startswith("error: ")
+    assert words in result.stderr
+    assert not data.exists()

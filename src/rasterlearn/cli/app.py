@@ -83,7 +83,7 @@ def describe_cmd(
     if as_json:
         typer.echo(json.dumps(declared.to_json(), indent=2))
         return
-    out_console.print(f"{declared.label} ({declared.name}): {declared.summary}", highlight=False)
+    out_console.print(f"{declared.summary} ({declared.name})", highlight=False)
     out_console.print(
         f"command: rasterlearn {declared.command}; REST task: {declared.rest_name}",
         highlight=False,
@@ -121,7 +121,7 @@ def serve_cmd(
     max_upload_mb: Annotated[float, typer.Option(help="Largest upload accepted (MB).")] = 1024.0,
 ) -> None:
     """Serve every tool as a REST job service (OGC API - Processes and ArcGIS GP tasks)."""
-    from rasterlearn.serve.app import serve
+    from rasterlearn.serve.app import check_settings, serve
     from rasterlearn.serve.service import Settings
 
     if cluster and scheduler:
@@ -134,6 +134,7 @@ def serve_cmd(
         api_keys=api_keys,
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
     )
+    check_settings(settings, host)
     err_console.print(f"rasterlearn serve: http://{host}:{port}/ (data in {data_dir})")
     serve(settings, host, port)
 

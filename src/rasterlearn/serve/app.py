@@ -90,18 +90,34 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the service with uvicorn until interrupted.
+def check_settings(settings: Settings, host: str) -> None:
+    """Refuse settings the service cannot run with, before anything is created.
 
     Raises:
-        ParameterError: a host other than loopback without API keys.
+        ParameterError: a host other than loopback without API keys, fewer than one job at
+            once, or an upload limit that is not positive.
     """
-    import uvicorn
-
     if settings.api_keys is None and not is_loopback(host):
         raise ParameterError(
             f"without API keys the service binds to loopback only, not {host}",
             "give --api-keys FILE, or --host 127.0.0.1",
         )
+    if settings.max_jobs < 1:
+        raise ParameterError(
+            f"max_jobs must be at least 1, got {settings.max_jobs}", "give --max-jobs 1 or more"
+        )
+    if settings.max_upload_bytes < 1:
+        raise ParameterError("the upload limit must be positive", "give --max-upload-mb > 0")
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the service with uvicorn until interrupted.
+
+    Raises:
+        ParameterError: from :func:`check_settings`.
+    """
+    import uvicorn
+
+    check_settings(settings, host)
     app = create_app(settings)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
