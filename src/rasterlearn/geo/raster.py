@@ -8,7 +8,6 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
@@ -21,38 +20,10 @@ from rasterio.warp import reproject
 
 from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.geo.grid import PIXEL_NOISE, Box, Grid
+from rasterlearn.geo.paths import NETWORK_VSI, gdal_path, is_network_path, network_env
+from rasterlearn.geo.vrt import VrtBand, raster_facts, vrt_xml
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img", ".jp2", ".png", ".jpg", ".jpeg", ".mrf", ".dat"}
-
-# Object-store URL schemes and the GDAL virtual file systems that read them; http(s):// URLs
-# are read by /vsicurl/. All of them read only the byte ranges needed (HTTP range requests).
-BUCKET_SCHEMES = {"s3://": "/vsis3/", "gs://": "/vsigs/", "az://": "/vsiaz/"}
-NETWORK_VSI = ("/vsicurl/", "/vsis3/", "/vsigs/", "/vsiaz/", "/vsiadls/", "/vsioss/", "/vsiswift/")
-# Defaults for network rasters, unless set in the environment: listing a remote "directory" to
-# find side-car files costs requests (and often fails); a COG needs none.
-NETWORK_GDAL_DEFAULTS = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
-
-
-def is_network_path(spec: str) -> bool:
-    """Whether GDAL reads ``spec`` over the network (a URL or a network /vsi path)."""
-    return spec.startswith(("http://", "https://", *BUCKET_SCHEMES, *NETWORK_VSI))
-
-
-def gdal_path(spec: str) -> str:
-    """The GDAL path of a path or URL (``https://h/f.tif`` -> ``/vsicurl/https://h/f.tif``)."""
-    if spec.startswith(("http://", "https://")):
-        return "/vsicurl/" + spec
-    for scheme, vsi in BUCKET_SCHEMES.items():
-        if spec.startswith(scheme):
-            return vsi + spec[len(scheme) :]
-    return spec
-
-
-def _network_env(spec: str) -> contextlib.AbstractContextManager:
-    if not spec.startswith(NETWORK_VSI):
-        return contextlib.nullcontext()
-    options = {k: v for k, v in NETWORK_GDAL_DEFAULTS.items() if k not in os.environ}
-    return rasterio.Env(**options) if options else contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
@@ -138,7 +109,7 @@ class RasterSource:
         _ensure_thread_env()
         stack = contextlib.ExitStack()
         try:
-            with _network_env(self.spec):
+            with network_env(self.spec):
                 ds = stack.enter_context(rasterio.open(self.spec))
         except (RasterioIOError, OSError) as err:
             stack.close()
@@ -360,86 +331,28 @@ def mosaic_vrt_xml(paths: list[Path]) -> str:
     Raises:
         InputError: if the rasters differ in CRS, band count or data type.
     """
-    infos = []
-    for path in paths:
-        try:
-            with rasterio.open(path) as ds:
-                if not infos:
-                    band_meta = list(zip(ds.descriptions, ds.colorinterp, strict=True))
-                infos.append(
-                    (
-                        path,
-                        ds.crs,
-                        ds.count,
-                        ds.dtypes[0],
-                        ds.transform,
-                        ds.bounds,
-                        ds.nodata,
-                        ds.shape,
-                    )
-                )
-        except RasterioIOError as err:
-            raise InputError(
-                f"cannot read raster {path}: {err}", "remove or fix the file"
-            ) from None
+    infos = [raster_facts(str(path.resolve()), str(path)) for path in paths]
     first = infos[0]
-    for path, crs, count, dtype, transform, *_ in infos[1:]:
-        if crs != first[1] or count != first[2] or dtype != first[3]:
+    for path, info in zip(paths[1:], infos[1:], strict=True):
+        if info.crs != first.crs or info.count != first.count or info.dtypes != first.dtypes:
             raise InputError(
-                f"{path.name} does not match {first[0].name} (coordinate system, band count or "
+                f"{path.name} does not match {paths[0].name} (coordinate system, band count or "
                 "data type differ), so they cannot be mosaicked",
                 "give rasters of one sensor and projection, or use PROCESS_ITEMS_SEPARATELY",
             )
-        if (transform.b, transform.d) != (0, 0):
+        if info.rotated:
             raise InputError(
                 f"{path.name} is rotated and cannot be mosaicked", "warp it north-up first"
             )
-    res_x, res_y = abs(first[4].a), abs(first[4].e)
-    left = min(i[5].left for i in infos)
-    right = max(i[5].right for i in infos)
-    top = max(i[5].top for i in infos)
-    bottom = min(i[5].bottom for i in infos)
-    width = max(1, round((right - left) / res_x))
-    height = max(1, round((top - bottom) / res_y))
-    gdal_type = {
-        "uint8": "Byte",
-        "uint16": "UInt16",
-        "int16": "Int16",
-        "uint32": "UInt32",
-        "int32": "Int32",
-        "float32": "Float32",
-        "float64": "Float64",
-    }.get(first[3], "Float32")
-    nodata = first[6]
-    srs = f"<SRS>{escape(first[1].to_wkt())}</SRS>" if first[1] else ""
-    bands = []
-    for b in range(1, first[2] + 1):
-        sources = []
-        for path, _, _, _, _, bounds, _, shape in infos:
-            x_off = (bounds.left - left) / res_x
-            y_off = (top - bounds.top) / res_y
-            x_size = (bounds.right - bounds.left) / res_x
-            y_size = (bounds.top - bounds.bottom) / res_y
-            sources.append(
-                f'<SimpleSource><SourceFilename relativeToVRT="0">{escape(str(path.resolve()))}'
-                f"</SourceFilename><SourceBand>{b}</SourceBand>"
-                f'<SrcRect xOff="0" yOff="0" xSize="{shape[1]}" ySize="{shape[0]}"/>'
-                f'<DstRect xOff="{x_off}" yOff="{y_off}" xSize="{x_size}" ySize="{y_size}"/>'
-                "</SimpleSource>"
-            )
-        nd = f"<NoDataValue>{nodata}</NoDataValue>" if nodata is not None else ""
-        description, interp = band_meta[b - 1]
-        nd += f"<Description>{escape(description)}</Description>" if description else ""
-        nd += f"<ColorInterp>{interp.name.capitalize()}</ColorInterp>"
-        bands.append(
-            f'<VRTRasterBand dataType="{gdal_type}" band="{b}">{nd}{"".join(sources)}'
-            "</VRTRasterBand>"
+    bands = [
+        VrtBand(
+            tuple((info, b) for info in infos),
+            first.descriptions[b - 1],
+            first.color_interps[b - 1],
         )
-    return (
-        f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">{srs}'
-        f"<GeoTransform>{left}, {res_x}, 0, {top}, 0, {-res_y}</GeoTransform>"
-        f"{''.join(bands)}</VRTDataset>"
-    )
+        for b in range(1, first.count + 1)
+    ]
+    return vrt_xml(bands, first.resolution)
 
 
 PROCESSING_MODES = ("PROCESS_AS_MOSAICKED_IMAGE", "PROCESS_ITEMS_SEPARATELY")
