@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,8 @@ from rasterio.warp import reproject
 from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.geo.grid import PIXEL_NOISE, Box, Grid
 from rasterlearn.geo.paths import NETWORK_VSI, gdal_path, is_network_path, network_env
+from rasterlearn.geo.services import is_image_service, service_raster, split_options
+from rasterlearn.geo.stac import is_stac_input, meaningful_names, stac_rasters
 from rasterlearn.geo.vrt import VrtBand, raster_facts, vrt_xml
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img", ".jp2", ".png", ".jpg", ".jpeg", ".mrf", ".dat"}
@@ -364,19 +366,50 @@ def open_raster_input(
     separately: bool = False,
     cell_size: float | None = None,
     resampling: Resampling = Resampling.bilinear,
+    *,
+    band_names: Sequence[str] | None = None,
+    extent: tuple[float, float, float, float] | None = None,
+    default_cell_size: float | None = None,
 ) -> list[RasterSource]:
-    """Open a raster, VRT, URL or folder of rasters.
+    """Open a raster, VRT, URL, folder of rasters, STAC item or catalog, or image service.
+
+    The input forms are in docs/inputs.md: a path or URL GDAL can open; a folder (a mosaic,
+    or one source per raster); a STAC JSON file or URL (``ITEM.json#bands=red,green,blue``);
+    an image service (``xyz:https://host/{z}/{x}/{y}.png#cell_size=0.6&extent=...``).
 
     Args:
-        in_raster: A path or URL GDAL can open, or a folder of rasters.
-        separately: For a folder, one source per raster instead of one mosaic.
-        cell_size: Resample on read to this cell size.
+        in_raster: The input.
+        separately: For a folder or a STAC catalog, one source per raster or item instead of
+            one mosaic.
+        cell_size: Resample on read to this cell size (an image service is read at it).
         resampling: Resampling for ``cell_size``.
+        band_names: The bands a STAC input should give, when its ``#bands=`` does not say
+            (e.g. the model's band names); None or generic names choose by default.
+        extent: Where an image service is read, when its ``#extent=`` does not say.
+        default_cell_size: The cell size an image service is read at when neither its
+            ``#cell_size=`` nor ``cell_size`` says (e.g. the model's); files keep their own.
 
     Raises:
         InputError: if nothing readable is there.
+        ParameterError: for bad input options, or an image service without cell size or
+            extent.
     """
     text = str(in_raster)
+    if is_image_service(text):
+        spec, name, read_at = service_raster(text, cell_size or default_cell_size, extent)
+        resample = cell_size if cell_size and not _same_size(cell_size, read_at) else None
+        return [RasterSource(spec, name, resample, resampling)]
+    base, options = split_options(text) if is_stac_input(text.partition("#")[0]) else (text, {})
+    if is_stac_input(base):
+        unknown = set(options) - {"bands"}
+        if unknown:
+            raise ParameterError(
+                f"unknown option {sorted(unknown)[0]!r} of STAC input {base}",
+                "give #bands=NAME,NAME,...",
+            )
+        wanted = [b for b in options["bands"].split(",") if b] if "bands" in options else None
+        rasters = stac_rasters(base, wanted or meaningful_names(band_names), separately)
+        return [RasterSource(spec, name, cell_size, resampling) for spec, name in rasters]
     path = Path(text)
     is_url = text.startswith("/vsi") or is_network_path(text)
     if not is_url and not path.exists():
@@ -392,3 +425,7 @@ def open_raster_input(
             return [RasterSource(str(p), p.name, cell_size, resampling) for p in rasters]
         return [RasterSource(mosaic_vrt_xml(rasters), f"mosaic of {text}", cell_size, resampling)]
     return [RasterSource(gdal_path(text), str(in_raster), cell_size, resampling)]
+
+
+def _same_size(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(abs(a), abs(b))
