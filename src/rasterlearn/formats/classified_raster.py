@@ -17,6 +17,8 @@ from xml.sax.saxutils import escape
 import numpy as np
 import rasterio
 import rasterio.shutil
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from rasterlearn.geo.grid import Box
@@ -120,6 +122,30 @@ class ClassifiedRasterWriter:
             return
         out = np.where(data < 0, self.kind.nodata, data).astype(self.kind.dtype)
         self._ds.write(out, 1, window=window)
+
+    def write_resampled(self, source: Path) -> None:
+        """Fill the whole raster from another classified (or probability) raster of the same
+        classes on another grid, resampled to this one (nearest), a block at a time."""
+        height, width = self._ds.height, self._ds.width
+        with (
+            rasterio.open(source) as src,
+            WarpedVRT(
+                src,
+                crs=self._ds.crs or src.crs,
+                transform=self._ds.transform,
+                width=width,
+                height=height,
+                resampling=Resampling.nearest,
+                nodata=src.nodata,
+            ) as vrt,
+        ):
+            for row in range(0, height, BLOCK_SIZE):
+                for col in range(0, width, BLOCK_SIZE):
+                    box = Box(row, col, min(BLOCK_SIZE, height - row), min(BLOCK_SIZE, width - col))
+                    data = vrt.read(window=box.to_window())
+                    if not self.probabilities:
+                        data = np.where(data[0] == src.nodata, -1, data[0])
+                    self.write(box, data)
 
     def close(self) -> None:
         if not self._ds.closed:

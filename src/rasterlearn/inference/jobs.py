@@ -14,10 +14,10 @@ from typing import Any
 
 import shapely
 
-from rasterlearn.errors import InputError, ParameterError
+from rasterlearn.errors import ParameterError
 from rasterlearn.execution.threads import default_workers
 from rasterlearn.formats.emd import ModelDefinition
-from rasterlearn.geo.grid import Box
+from rasterlearn.geo.grid import Box, Grid
 from rasterlearn.geo.raster import PROCESSING_MODES, RasterSource, open_raster_input
 from rasterlearn.geo.vector import load_mask
 from rasterlearn.inference.engine import (
@@ -27,6 +27,12 @@ from rasterlearn.inference.engine import (
     cached_predictor,
     plan_tiles,
 )
+from rasterlearn.inference.model_input import (
+    CellSizeRange,
+    check_raster,
+    model_band_names,
+    processing_cell_size,
+)
 from rasterlearn.inference.predictors import Predictor, resolve_model_arguments, tile_shape
 
 Extent = tuple[float, float, float, float]
@@ -35,13 +41,25 @@ Extent = tuple[float, float, float, float]
 @dataclass
 class PreparedRun:
     """One raster ready to run: the job, its tiles, the opened parts and the processing area
-    (grid pixels)."""
+    (grid pixels).
+
+    When the raster is processed at another cell size (the model's, or the one given), the
+    job's grid is the resampled one; ``input_grid`` and ``input_area`` are then the raster's
+    own grid and the processing area on it, where outputs are written.
+    """
 
     job: InferenceJob
     tiles: list[Tile]
     source: RasterSource
     predictor: Predictor
     area: Box
+    input_grid: Grid | None = None
+    input_area: Box | None = None
+
+    @property
+    def resampled(self) -> bool:
+        """Whether the raster is processed on another grid than its own."""
+        return self.input_grid is not None and self.input_grid != self.job.grid
 
 
 @dataclass(frozen=True)
@@ -153,9 +171,26 @@ def model_version(model: str) -> str:
     return "|".join(stamps)
 
 
-def open_inputs(in_raster: str | Path, options: RunOptions) -> list[RasterSource]:
-    """The raster(s) to process: one mosaic, or each item of a folder separately."""
-    return open_raster_input(in_raster, separately=options.separately)
+def open_inputs(
+    in_raster: str | Path, options: RunOptions, predictor: Predictor | None = None
+) -> list[RasterSource]:
+    """The raster(s) to process: one mosaic, or each item of a folder separately.
+
+    With the model, a STAC input gives the bands the model was trained on (by name), and an
+    image service is read at the cell size given or else the model's.
+    """
+    names, cell = None, options.cell_size
+    if predictor is not None:
+        names = model_band_names(predictor.definition)
+        trained = CellSizeRange.of(predictor.definition)
+        cell = cell or (trained.low if trained is not None else None)
+    return open_raster_input(
+        in_raster,
+        separately=options.separately,
+        band_names=names,
+        extent=options.processing_extent,
+        default_cell_size=cell,
+    )
 
 
 def prepare_run(source: RasterSource, predictor: Predictor, options: RunOptions) -> PreparedRun:
@@ -166,15 +201,15 @@ def prepare_run(source: RasterSource, predictor: Predictor, options: RunOptions)
         ParameterError: for bad arguments, extents or masks.
     """
     info = predictor.info
-    if options.cell_size is not None:
-        source = RasterSource(source.spec, source.name, options.cell_size)
+    check_raster(source, predictor)
+    input_grid = source.info.grid
+    input_area = area_of_extent(input_grid, options.processing_extent)
+    cell = processing_cell_size(
+        input_grid, CellSizeRange.of(predictor.definition), options.cell_size, source.name
+    )
+    if cell is not None:
+        source = RasterSource(source.spec, source.name, cell)
     raster = source.info
-    info.check_bands(raster.count, source.name)
-    if info.image_space == "MAP_SPACE" and not raster.is_georeferenced:
-        raise InputError(
-            f"raster {source.name} has no coordinate system but the model works in MAP_SPACE",
-            "georeference the raster, or use a model trained in PIXEL_SPACE",
-        )
     values = resolve_model_arguments(info, options.arguments)
     grid = raster.grid
     area = area_of_extent(grid, options.processing_extent)
@@ -196,10 +231,10 @@ def prepare_run(source: RasterSource, predictor: Predictor, options: RunOptions)
         arguments=values,
         mask_wkb=shapely.to_wkb(mask_geom) if mask_geom is not None else None,
         device=options.device,
-        cell_size=options.cell_size,
+        cell_size=cell,
         model_version=model_version(options.model),
     )
-    return PreparedRun(job, tiles, source, predictor, area)
+    return PreparedRun(job, tiles, source, predictor, area, input_grid, input_area)
 
 
 def prepare_runs(
@@ -215,7 +250,8 @@ def prepare_runs(
         RasterLearnError: from :func:`prepare_run`.
     """
     predictor = open_model(options, tasks, wrong_task_hint)
-    return [prepare_run(s, predictor, options) for s in open_inputs(in_raster, options)]
+    sources = open_inputs(in_raster, options, predictor)
+    return [prepare_run(s, predictor, options) for s in sources]
 
 
 def open_model(

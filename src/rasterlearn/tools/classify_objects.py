@@ -26,6 +26,11 @@ from rasterlearn.inference.engine import (
     run_predictions,
 )
 from rasterlearn.inference.jobs import RunOptions, model_version, open_inputs, open_model
+from rasterlearn.inference.model_input import (
+    CellSizeRange,
+    check_raster,
+    processing_cell_size,
+)
 from rasterlearn.inference.predictors import (
     CLASSIFICATION,
     ModelInfo,
@@ -35,6 +40,7 @@ from rasterlearn.inference.predictors import (
 from rasterlearn.progress import progress_bar
 from rasterlearn.tools.declaration import INPUT, Parameter, declare
 from rasterlearn.tools.parameters import (
+    CELL_SIZE,
     CLUSTER,
     DEVICE,
     IN_MODEL_DEFINITION,
@@ -55,6 +61,7 @@ def classify_objects(
     class_label_field: str = "ClassLabel",
     processing_mode: str = "PROCESS_AS_MOSAICKED_IMAGE",
     model_arguments: dict | None = None,
+    cell_size: float | None = None,
     device: str | None = None,
     num_workers: int | None = None,
     cluster: str | None = None,
@@ -67,6 +74,7 @@ def classify_objects(
     Chips are cut as the model was trained (its ``.emd``): ``CropSizeFixed`` 1 cuts a chip of
     the model's size centred on the feature, 0 the feature's bounding box resampled to the
     model's size; ``BlackenAroundFeature`` 1 sets the pixels outside the feature to 0.
+    Chips are cut at the model's cell size (or ``cell_size``) from rasters of another.
     The output is the same, to the last bit of every confidence, whatever ``num_workers``
     and on a cluster.
 
@@ -83,6 +91,7 @@ def classify_objects(
         in_model_definition,
         arguments=model_arguments,
         processing_mode=processing_mode,
+        cell_size=cell_size,
         device=device,
         num_workers=num_workers,
         cluster=cluster,
@@ -97,15 +106,16 @@ def classify_objects(
     )
     info = predictor.info
     args = resolve_model_arguments(info, options.arguments)
-    sources = open_inputs(in_raster, options)
-    for source in sources:
-        info.check_bands(source.info.count, source.name)
+    sources = [
+        _at_model_cell_size(s, predictor, options)
+        for s in open_inputs(in_raster, options, predictor)
+    ]
     if in_features is None:
         frame = _footprints(sources)
         chips = [ObjectChip(k, k, s.info.grid.box) for k, s in enumerate(sources)]
     else:
         frame, chips = _feature_chips(sources[0], in_features, info)
-    rasters = tuple((s.spec, s.name) for s in sources)
+    rasters = tuple((s.spec, s.name, s.cell_size) for s in sources)
     job = ObjectJob(rasters, options.model, model_version(options.model), options.device, args)
     with (
         options.client() as client,
@@ -143,14 +153,14 @@ class ObjectJob:
     """What a lane or a cluster worker needs to classify blocks of chips (small, picklable).
 
     Attributes:
-        rasters: ``(spec, name)`` of each raster, as :class:`RasterSource` opens it.
+        rasters: ``(spec, name, cell_size)`` of each raster, as :class:`RasterSource` opens it.
         model: The model definition: an ``.emd``/``.dlpk`` path or the emd's JSON text.
         model_version: Changes when the model's files change.
         device: Torch device, or None for the default.
         arguments: Resolved model arguments.
     """
 
-    rasters: tuple[tuple[str, str], ...]
+    rasters: tuple[tuple[str, str, float | None], ...]
     model: str
     model_version: str
     device: str | None
@@ -161,6 +171,16 @@ class ObjectJob:
 
     def raster(self, source: int) -> RasterSource:
         return cached_raster(*self.rasters[source])
+
+
+def _at_model_cell_size(
+    source: RasterSource, predictor: Predictor, options: RunOptions
+) -> RasterSource:
+    """The raster checked against the model, read at the model's cell size (or the one given)."""
+    check_raster(source, predictor)
+    trained = CellSizeRange.of(predictor.definition)
+    cell = processing_cell_size(source.info.grid, trained, options.cell_size, source.name)
+    return source if cell is None else RasterSource(source.spec, source.name, cell)
 
 
 def _classify(
@@ -340,6 +360,7 @@ TOOL = declare(
             rest_name="modelArguments",
             flag="--arg",
         ),
+        CELL_SIZE,
         DEVICE,
         NUM_WORKERS,
         CLUSTER,

@@ -8,6 +8,7 @@ from typing import Any
 
 from rasterlearn.errors import ParameterError
 from rasterlearn.formats.classified_raster import ClassifiedRasterWriter
+from rasterlearn.geo.grid import Box, Grid
 from rasterlearn.geo.raster import bounded_gdal_cache
 from rasterlearn.inference.engine import PixelResult, run_tiles
 from rasterlearn.inference.jobs import Extent, PreparedRun, RunOptions, prepare_runs
@@ -105,36 +106,56 @@ def _targets(
 def _classify_one(
     run: PreparedRun, target: Path, cog: bool, options: RunOptions, client: Any
 ) -> None:
+    """Classify one raster into ``target`` (and its probability raster), on the raster's grid.
+
+    A raster processed at another cell size is classified on that grid into hidden files of
+    the staging folder, then resampled (nearest) onto the raster's own grid.
+    """
     job, info = run.job, run.predictor.info
-    grid = job.grid
     with_probs = bool(job.arguments.get("return_probability_raster"))
-    prob_target = target.with_name(target.stem + "_probability.tif")
+    targets = [target] + (
+        [target.with_name(target.stem + "_probability.tif")] if with_probs else []
+    )
     with contextlib.ExitStack() as stack:
-        path = stack.enter_context(staged_files(target, options.overwrite))
-        area = run.area  # the output covers the processing area only
-        transform = grid.window(area).transform
-        writer = ClassifiedRasterWriter(
-            path, transform, grid.crs, area.width, area.height, info.classes
-        )
-        stack.callback(writer.close)
-        prob_writer = None
-        if with_probs:
-            prob_path = stack.enter_context(staged_files(prob_target, options.overwrite))
-            prob_writer = ClassifiedRasterWriter(
-                prob_path, transform, grid.crs, area.width, area.height, info.classes, True
-            )
-            stack.callback(prob_writer.close)
+        paths = [stack.enter_context(staged_files(t, options.overwrite)) for t in targets]
+        if run.resampled:
+            work = [p.with_name(f".processing-grid-{p.name}") for p in paths]
+            stack.callback(lambda: [p.unlink(missing_ok=True) for p in work])
+        else:
+            work = paths
+        writers = _writers(work, job.grid, run.area, info.classes, stack)
         label = f"Classifying {Path(run.source.name).name}"
         with progress_bar(label, len(run.tiles), options.progress) as advance:
             for result in run_tiles(job, run.tiles, client, advance, options.lanes):
                 assert isinstance(result, PixelResult)
-                box = result.box.relative_to(area)
-                writer.write(box, result.classes)
-                if prob_writer is not None and result.probabilities is not None:
-                    prob_writer.write(box, result.probabilities)
-        writer.finish(cog)
-        if prob_writer is not None:
-            prob_writer.finish(cog)
+                box = result.box.relative_to(run.area)
+                writers[0].write(box, result.classes)
+                if with_probs and result.probabilities is not None:
+                    writers[1].write(box, result.probabilities)
+        if run.resampled:
+            assert run.input_grid is not None and run.input_area is not None
+            for writer in writers:
+                writer.close()
+            writers = _writers(paths, run.input_grid, run.input_area, info.classes, stack)
+            for writer, processed in zip(writers, work, strict=True):
+                writer.write_resampled(processed)
+        for writer in writers:
+            writer.finish(cog)
+
+
+def _writers(
+    paths: list[Path], grid: Grid, area: Box, classes: list, stack: contextlib.ExitStack
+) -> list[ClassifiedRasterWriter]:
+    """A class raster writer (and a probability raster writer) covering ``area`` of ``grid``."""
+    transform = grid.window(area).transform
+    writers = []
+    for k, path in enumerate(paths):
+        writer = ClassifiedRasterWriter(
+            path, transform, grid.crs, area.width, area.height, classes, k == 1
+        )
+        stack.callback(writer.close)
+        writers.append(writer)
+    return writers
 
 
 def _result_lines(written: list[Path]) -> list[str]:

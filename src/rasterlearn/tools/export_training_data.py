@@ -175,7 +175,7 @@ def _export(
     where: tuple[str | None, str | None] = (None, None),
 ) -> ExportResult:
     separately = s.processing_mode == "PROCESS_ITEMS_SEPARATELY"
-    sources = open_raster_input(in_raster, separately, s.cell_size)
+    sources = open_raster_input(in_raster, separately, s.cell_size, extent=s.extent)
     class_source = None
     try:
         first = sources[0].info

@@ -156,6 +156,8 @@ def _emd_content(
         "ModelFormat": "NCHW",
         "MinCellSize": training_emd.get("MinCellSize"),
         "MaxCellSize": training_emd.get("MaxCellSize"),
+        # the training raster's band names: STAC inputs give the model these bands
+        **{k: v for k, v in training_emd.items() if k == "InputRastersProps"},
         "SupportsVariableTileSize": spec.task == "pixel",
         "RasterlearnVersion": VERSION,
         "ModelFile": f"{name}.pth",
