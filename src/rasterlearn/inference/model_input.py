@@ -110,24 +110,31 @@ def processing_cell_size(
 ) -> float | None:
     """The cell size to process a raster at, in its units; None for its own.
 
-    ``given`` wins; otherwise a raster outside the model's range (beyond
-    :data:`SAME_CELL_SIZE`) is resampled to the nearest end of it. Warns when the raster, or
-    the cell size given, is more than :data:`FAR_OUTSIDE` times outside the range.
+    ``given`` wins (None when it is the raster's own); otherwise a raster outside the model's
+    range (beyond :data:`SAME_CELL_SIZE`) is resampled to the nearest end of it. Warns when
+    the raster, or the cell size given, is more than :data:`FAR_OUTSIDE` times outside the
+    range.
     """
+    native = float(np.mean(grid.cell_size))
+    if given is not None:
+        if grid.crs is None:
+            return given  # refused where it is read: resampling needs a georeference
+        if model is not None:
+            low, high = model.in_units_of(grid.crs)
+            if given > high * FAR_OUTSIDE or given < low / FAR_OUTSIDE:
+                warnings.warn(
+                    f"processing {name} at cell size {given:g} {_units(grid.crs)}, far from "
+                    f"the {model} the model was trained at: objects appear at a scale it has "
+                    "not seen",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        # the raster's own cell size: resampling onto the same grid would change nothing
+        return None if abs(given - native) <= 1e-9 * native else given
     if grid.crs is None or model is None:
-        return given
+        return None
     low, high = model.in_units_of(grid.crs)
     units = _units(grid.crs)
-    if given is not None:
-        if given > high * FAR_OUTSIDE or given < low / FAR_OUTSIDE:
-            warnings.warn(
-                f"processing {name} at cell size {given:g} {units}, far from the {model} the "
-                "model was trained at: objects appear at a scale it has not seen",
-                UserWarning,
-                stacklevel=2,
-            )
-        return given
-    native = float(np.mean(grid.cell_size))
     if low * (1 - SAME_CELL_SIZE) <= native <= high * (1 + SAME_CELL_SIZE):
         return None
     target = low if native < low else high
