@@ -149,7 +149,11 @@ def _is_raster(asset: pystac.Asset) -> bool:
 
 
 def _absolute(href: str, base: str) -> str:
-    if "://" in href or href.startswith("/"):
+    """An asset's href resolved as STAC does: against the item's URL for a remote item (so a
+    remote item never names a local file), against its folder for a local one."""
+    if href.startswith("file://"):
+        href = urllib.parse.unquote(urllib.parse.urlparse(href).path)
+    elif "://" in href:
         return href
     if "://" in base:
         return urllib.parse.urljoin(base, href)

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from rasterlearn.errors import InputError, ParameterError
+from rasterlearn.geo.services import is_image_service, split_options
+from rasterlearn.geo.stac import is_stac_input
 from rasterlearn.serve.data import DataDir
 from rasterlearn.tools.declaration import INPUT, OUTPUT, Parameter, Tool
 
@@ -196,12 +198,23 @@ def _input_path(p: Parameter, key: str, value: Any, data: DataDir, owner: str) -
         return text  # the emd's JSON text
     if text.startswith("item:"):
         return str(data.upload(owner, text.removeprefix("item:")))
+    if p.type == "raster" and is_image_service(text):
+        if "cache" in split_options(text)[1]:
+            raise ParameterError(
+                f"{key}: an image service's tile cache is the job service's own",
+                "leave out #cache=",
+            )
+        return text
     if p.type == "raster" and _URL.match(text):
         return text
+    options = ""
+    if p.type == "raster" and is_stac_input(text.partition("#")[0]):
+        text, sep, fragment = text.partition("#")  # a STAC file's #bands=
+        options = sep + fragment
     path = data.resolve(text, owner)
     if not path.exists():
         raise InputError(f"{key} {text!r} does not exist", "upload it or check the path")
-    return str(path)
+    return str(path) + options
 
 
 def python_values(
