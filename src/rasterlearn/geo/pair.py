@@ -111,7 +111,9 @@ class AlignedRaster(RasterSource):
         inside = info.grid.box.intersection(box)
         if inside is not None:
             with self._read_errors(box):
-                data = self._dataset().read(list(range(1, info.count + 1)), window=inside.to_window())
+                data = self._dataset().read(
+                    list(range(1, info.count + 1)), window=inside.to_window()
+                )
             out[(slice(None), *inside.relative_to(box).slices)] = data
         return out
 

@@ -506,7 +506,8 @@ def build_model(
 
     Args:
         model_type: ``UNET``, ``CHANGEDETECTOR``, ``DEEPLAB``, ``FCOS``, ``RETINANET``,
-            ``FASTERRCNN``, ``MASKRCNN`` or ``FEATURE_CLASSIFIER`` (any case; an ``.emd`` ModelName works too).
+            ``FASTERRCNN``, ``MASKRCNN`` or ``FEATURE_CLASSIFIER`` (any case; an ``.emd``
+            ModelName works too).
         num_classes: Number of classes K, without background / NoData.
         in_channels: Number of image bands (a change detector's: both images' together).
         backbone: Backbone name (``RESNET18``, ``resnet50``, ``MOBILENET_V3_LARGE``...);

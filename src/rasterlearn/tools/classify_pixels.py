@@ -84,7 +84,7 @@ def classify_pixels(
     targets = _targets(runs, out_classified_raster, out_classified_folder, options.separately)
     with options.client() as client, bounded_gdal_cache():
         for run, target in zip(runs, targets, strict=True):
-            _classify_one(run, target, cog, options, client)
+            write_classified_raster(run, target, cog, options, client)
     return targets
 
 
@@ -102,9 +102,11 @@ def _targets(
     return [folder / (Path(r.source.name).stem + ".tif") for r in runs]
 
 
-def _classify_one(
+def write_classified_raster(
     run: PreparedRun, target: Path, cog: bool, options: RunOptions, client: Any
 ) -> None:
+    """Predict a run's tiles and write its classified raster (and probabilities, when asked)
+    over the processing area, staged and moved into place when complete."""
     job, info = run.job, run.predictor.info
     grid = job.grid
     with_probs = bool(job.arguments.get("return_probability_raster"))

@@ -59,7 +59,6 @@ from rasterlearn.tools.parameters import (
     output,
 )
 
-
 PAIRED_FORMATS = ("Classified_Tiles", "Export_Tiles")
 """The metadata formats that take an additional input raster (``images2/``)."""
 
@@ -173,8 +172,7 @@ def export_training_data(
     )
     if in_raster2 is not None and settings.processing_mode == "PROCESS_ITEMS_SEPARATELY":
         raise ParameterError(
-            "an additional input raster pairs with one mosaic, not with items processed "
-            "separately",
+            "an additional input raster pairs with one mosaic, not with items processed separately",
             "use PROCESS_AS_MOSAICKED_IMAGE",
         )
     with bounded_gdal_cache():
