@@ -176,7 +176,7 @@ def test_lookup_by_keyword_or_model_name() -> None:
 
 
 @pytest.mark.parametrize("in_channels", [1, 3, 5])
-@pytest.mark.parametrize("model_type", list(MODEL_TYPES))
+@pytest.mark.parametrize("model_type", [t for t in MODEL_TYPES if t != "CHANGEDETECTOR"])
 def test_forward_train_and_eval(model_type: str, in_channels: int) -> None:
     torch.manual_seed(0)
     k = 3 if in_channels == 3 else 2
