@@ -10,7 +10,14 @@ import shapely
 from affine import Affine
 from rasterio.features import rasterize
 
-from rasterlearn.synthetic import SCENE_CLASSES, SyntheticScene, make_scene
+from rasterlearn.synthetic import (
+    CHANGE_CLASSES,
+    SCENE_CLASSES,
+    SyntheticScene,
+    change_classes,
+    make_change_scene,
+    make_scene,
+)
 
 FILES = ("raster_path", "polygons_path", "points_path", "class_raster_path")
 
@@ -252,3 +259,39 @@ def test_empty_scene(tmp_path):
 def test_invalid_arguments(tmp_path, kwargs):
     with pytest.raises(ValueError):
         make_scene(tmp_path, **kwargs)
+
+
+def test_a_change_scene_has_the_changes_it_says(tmp_path):
+    scene = make_change_scene(tmp_path, width=160, height=128, seed=3, cell=32, change=0.5)
+    before, after = scene.before, scene.after
+    assert after.transform.a == pytest.approx(0.6) and before.transform.a == pytest.approx(0.5)
+    assert (after.width, after.height) == (round(160 / 1.2), round(128 / 1.2))
+    assert after.transform.c == before.transform.c and after.transform.f == before.transform.f
+    assert min(scene.counts.values()) > 0  # objects added, removed and changed
+    # the change raster against both dates' polygons rasterized on the first grid
+    drawn = []
+    for date in (before, after):
+        frame = gpd.read_file(date.polygons_path)
+        drawn.append(
+            rasterize(
+                zip(frame.geometry, frame["ClassValue"], strict=True),
+                out_shape=(before.height, before.width),
+                transform=before.transform,
+                dtype="uint8",
+            )
+        )
+    expected = change_classes(*drawn)
+    with rasterio.open(scene.change_raster_path) as ds:
+        assert np.array_equal(ds.read(1), expected)
+    assert set(np.unique(expected)) == {0, 1, 2, 3}
+    polygons = gpd.read_file(scene.change_polygons_path)
+    assert set(polygons["ClassName"]) == {c.name for c in CHANGE_CLASSES}
+    # the second date's class raster shows its own objects on its own grid
+    with rasterio.open(after.class_raster_path) as ds:
+        assert ds.shape == (after.height, after.width) and ds.read(1).any()
+
+
+def test_change_classes_of_each_transition():
+    before = np.array([0, 0, 1, 1, 2, 3])
+    after = np.array([0, 2, 0, 1, 3, 1])
+    assert change_classes(before, after).tolist() == [0, 1, 2, 0, 3, 3]

@@ -23,7 +23,16 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.features import rasterize
 from rasterio.windows import Window
 
-__all__ = ["SCENE_CLASSES", "SceneClass", "SyntheticScene", "make_scene"]
+__all__ = [
+    "CHANGE_CLASSES",
+    "SCENE_CLASSES",
+    "ChangeScene",
+    "SceneClass",
+    "SyntheticScene",
+    "change_classes",
+    "make_change_scene",
+    "make_scene",
+]
 
 
 @dataclass(frozen=True)
@@ -165,8 +174,20 @@ def make_scene(
     pixel_geoms, values = _place_objects(width, height, seed, cell, fill, nodata_border)
     geoms = shapely.transform(pixel_geoms, lambda xy: _apply(transform, xy))
     del pixel_geoms
+    scene = _scene_paths(out_dir, name, crs, transform, width, height)
+    _write_scene(scene, geoms, values, bands, dtype, seed, nodata, nodata_border, block_size)
+    return scene
 
-    scene = SyntheticScene(
+
+def _scene_paths(
+    out_dir: Path,
+    name: str,
+    crs: str | None,
+    transform: affine.Affine,
+    width: int,
+    height: int,
+) -> SyntheticScene:
+    return SyntheticScene(
         raster_path=out_dir / f"{name}.tif",
         polygons_path=out_dir / f"{name}_polygons.gpkg",
         points_path=out_dir / f"{name}_points.gpkg",
@@ -177,11 +198,291 @@ def make_scene(
         width=width,
         height=height,
     )
+
+
+def _write_scene(
+    scene: SyntheticScene,
+    geoms: np.ndarray,
+    values: np.ndarray,
+    bands: int,
+    dtype: str,
+    seed: int,
+    nodata: float | None,
+    nodata_border: int,
+    block_size: int,
+    pattern_scale: float = 1.0,
+) -> None:
+    """Write the vectors and rasters of objects given in map coordinates."""
+    name = scene.raster_path.stem
     _write_vectors(scene, geoms, values, name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        _write_rasters(scene, geoms, values, bands, dtype, seed, nodata, nodata_border, block_size)
+        _write_rasters(
+            scene,
+            geoms,
+            values,
+            bands,
+            dtype,
+            seed,
+            nodata,
+            nodata_border,
+            block_size,
+            pattern_scale,
+        )
+
+
+CHANGE_CLASSES: tuple[SceneClass, ...] = (
+    SceneClass(1, "added", (250, 200, 30)),
+    SceneClass(2, "removed", (170, 40, 170)),
+    SceneClass(3, "changed", (30, 210, 230)),
+)
+"""The change classes of a two-date scene: object added, object removed, class changed."""
+
+
+@dataclass(frozen=True)
+class ChangeScene:
+    """Two dates of one synthetic area written by :func:`make_change_scene`.
+
+    Attributes:
+        before: The first date (its files carry the suffix ``_before``).
+        after: The second date, on a grid of another pixel size over the same area.
+        change_raster_path: Change class per pixel of the first date's grid (uint8,
+            :data:`CHANGE_CLASSES`, 0 = no change), with a colour table.
+        change_polygons_path: GeoPackage of the changed areas, fields ``ClassValue`` and
+            ``ClassName`` (:data:`CHANGE_CLASSES`).
+        counts: How many objects were ``added``, ``removed`` and ``changed`` (class).
+    """
+
+    before: SyntheticScene
+    after: SyntheticScene
+    change_raster_path: Path
+    change_polygons_path: Path
+    counts: dict[str, int]
+    classes: tuple[SceneClass, ...] = CHANGE_CLASSES
+
+
+def change_classes(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Change class of each pixel from its scene classes at two dates (0 = no change).
+
+    1 ``added``: background, then an object; 2 ``removed``: an object, then background;
+    3 ``changed``: objects of two classes.
+    """
+    before, after = np.asarray(before), np.asarray(after)
+    out = np.zeros(np.broadcast_shapes(before.shape, after.shape), dtype=np.uint8)
+    out[(before == 0) & (after > 0)] = 1
+    out[(before > 0) & (after == 0)] = 2
+    out[(before > 0) & (after > 0) & (before != after)] = 3
+    return out
+
+
+def make_change_scene(
+    out_dir: str | Path,
+    width: int = 512,
+    height: int = 512,
+    bands: int = 3,
+    dtype: str = "uint8",
+    seed: int = 0,
+    crs: str = "EPSG:32617",
+    pixel_size: float = 0.5,
+    after_pixel_size: float = 0.6,
+    origin: tuple[float, float] = (400000.0, 3300000.0),
+    cell: int = 64,
+    fill: float = 0.6,
+    change: float = 0.4,
+    block_size: int = 512,
+    name: str = "change",
+) -> ChangeScene:
+    """Write a deterministic two-date scene with known changes to ``out_dir``.
+
+    The first date is :func:`make_scene`'s scene. On the second date, each object is removed
+    with probability ``change / 2``, replaced by an object of another class (another shape
+    in its cell) with probability ``change / 2``, and kept otherwise; each empty cell gets a
+    new object with probability ``change / 2``. The second date is written on a grid of
+    ``after_pixel_size`` over the same area, with its own noise, and the background pattern at
+    the same map positions. The change raster is computed on the first date's grid with
+    :func:`change_classes` from both dates' objects.
+
+    Files, named after ``name``: ``{name}_before*`` and ``{name}_after*`` (as
+    :func:`make_scene` names its files), ``{name}_change.tif`` and ``{name}_change.gpkg``.
+
+    Args:
+        out_dir: Output directory, created if missing.
+        width: First-date width in pixels.
+        height: First-date height in pixels.
+        bands: Imagery bands of both dates.
+        dtype: Imagery data type (see :func:`make_scene`).
+        seed: Seed of all random draws.
+        crs: CRS of every output.
+        pixel_size: First-date pixel size in CRS units.
+        after_pixel_size: Second-date pixel size in CRS units.
+        origin: Map coordinates of the upper-left corner of both dates.
+        cell: Size of the placement cells in first-date pixels.
+        fill: Probability that a cell holds an object on the first date.
+        change: Probability of a change per cell (see above).
+        block_size: Size of the blocks written at once; affects memory use, not the output.
+        name: Base name of the output files.
+
+    Raises:
+        ValueError: If an argument is out of range.
+    """
+    _check_args(width, height, bands, dtype, cell, fill, None, 0, block_size)
+    if not 0.0 <= change <= 1.0:
+        raise ValueError(f"change must be in [0, 1], got {change}")
+    if not (pixel_size > 0 and after_pixel_size > 0):
+        raise ValueError("pixel sizes must be positive")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    transform = affine.Affine(pixel_size, 0.0, origin[0], 0.0, -pixel_size, origin[1])
+    before_px, before_values = _place_objects(width, height, seed, cell, fill, 0)
+    after_px, after_values, events = _changed_objects(
+        before_px, before_values, width, height, seed, cell, change
+    )
+
+    def to_map(geoms: np.ndarray) -> np.ndarray:
+        return shapely.transform(geoms, lambda xy: _apply(transform, xy))
+
+    before_geoms, after_geoms = to_map(before_px), to_map(after_px)
+    before = _scene_paths(out_dir, f"{name}_before", crs, transform, width, height)
+    _write_scene(before, before_geoms, before_values, bands, dtype, seed, None, 0, block_size)
+    scale = after_pixel_size / pixel_size
+    after = _scene_paths(
+        out_dir,
+        f"{name}_after",
+        crs,
+        affine.Affine(after_pixel_size, 0.0, origin[0], 0.0, -after_pixel_size, origin[1]),
+        max(1, round(width / scale)),
+        max(1, round(height / scale)),
+    )
+    _write_scene(
+        after, after_geoms, after_values, bands, dtype, seed + 1, None, 0, block_size, scale
+    )
+    scene = ChangeScene(
+        before=before,
+        after=after,
+        change_raster_path=out_dir / f"{name}_change.tif",
+        change_polygons_path=out_dir / f"{name}_change.gpkg",
+        counts={k: events.count(k) for k in ("added", "removed", "changed")},
+    )
+    _write_change(scene, before_geoms, before_values, after_geoms, after_values, block_size)
     return scene
+
+
+def _changed_objects(
+    geoms: np.ndarray,
+    values: np.ndarray,
+    width: int,
+    height: int,
+    seed: int,
+    cell: int,
+    change: float,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The second date's objects (pixel space of the first date) and the change events."""
+    rng = np.random.default_rng([seed, 2])
+    cells = {}
+    for geom, value in zip(geoms, values, strict=True):
+        c = shapely.centroid(geom)
+        cells[(int(c.y // cell), int(c.x // cell))] = (geom, int(value))
+    out_geoms: list[shapely.Geometry] = []
+    out_values: list[int] = []
+    events: list[str] = []
+    for row in range(math.ceil(height / cell)):
+        y0, y1 = row * cell, min((row + 1) * cell, height)
+        for col in range(math.ceil(width / cell)):
+            x0, x1 = col * cell, min((col + 1) * cell, width)
+            box = (x0 + _MARGIN, y0 + _MARGIN, x1 - _MARGIN, y1 - _MARGIN)
+            draw = rng.random()
+            old = cells.get((row, col))
+            if old is not None and draw >= change:
+                out_geoms.append(old[0])
+                out_values.append(old[1])
+                continue
+            if old is not None and draw < change / 2:
+                events.append("removed")
+                continue
+            if old is None and draw >= change / 2:
+                continue
+            choices = [c for c in SCENE_CLASSES if old is None or c.value != old[1]]
+            cls = choices[int(rng.integers(len(choices)))]
+            geom = _SHAPERS[cls.name](rng, box, cell)
+            if geom is None:
+                if old is not None:
+                    events.append("removed")
+                continue
+            events.append("added" if old is None else "changed")
+            out_geoms.append(geom)
+            out_values.append(cls.value)
+    return np.array(out_geoms, dtype=object), np.array(out_values, dtype=np.int32), events
+
+
+def _write_change(
+    scene: ChangeScene,
+    before_geoms: np.ndarray,
+    before_values: np.ndarray,
+    after_geoms: np.ndarray,
+    after_values: np.ndarray,
+    block_size: int,
+) -> None:
+    """The change raster on the first date's grid, and the changed areas as polygons."""
+    grid = scene.before
+    before_tree, after_tree = shapely.STRtree(before_geoms), shapely.STRtree(after_geoms)
+    path = scene.change_raster_path
+    path.unlink(missing_ok=True)
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=grid.width,
+        height=grid.height,
+        count=1,
+        dtype="uint8",
+        crs=grid.crs,
+        transform=grid.transform,
+        tiled=True,
+        blockxsize=_TILE,
+        blockysize=_TILE,
+        compress="deflate",
+    ) as out:
+        out.descriptions = ("change",)
+        colormap = {0: (0, 0, 0, 0)}
+        colormap.update({c.value: (*c.color, 255) for c in CHANGE_CLASSES})
+        out.write_colormap(1, colormap)
+        for row_off in range(0, grid.height, block_size):
+            for col_off in range(0, grid.width, block_size):
+                window = Window(
+                    col_off,
+                    row_off,
+                    min(block_size, grid.width - col_off),
+                    min(block_size, grid.height - row_off),
+                )
+                first = _rasterize_block(
+                    before_tree, before_geoms, before_values, window, grid.transform
+                )
+                second = _rasterize_block(
+                    after_tree, after_geoms, after_values, window, grid.transform
+                )
+                out.write(change_classes(first, second), 1, window=window)
+    before_all = shapely.union_all(before_geoms)
+    after_all = shapely.union_all(after_geoms)
+    pieces = [
+        (1, shapely.difference(after_all, before_all)),
+        (2, shapely.difference(before_all, after_all)),
+    ]
+    for b_geom, b_value in zip(before_geoms, before_values, strict=True):
+        hits = after_tree.query(b_geom, predicate="intersects")
+        for i in hits:
+            if int(after_values[i]) != int(b_value):
+                pieces.append((3, shapely.intersection(b_geom, after_geoms[i])))
+    parts = [(v, g) for v, part in pieces for g in shapely.get_parts(part) if g.area > 0]
+    names = {c.value: c.name for c in CHANGE_CLASSES}
+    frame = gpd.GeoDataFrame(
+        {
+            "ClassValue": np.array([v for v, _ in parts], dtype=np.int32),
+            "ClassName": [names[v] for v, _ in parts],
+        },
+        geometry=[g for _, g in parts],
+        crs=grid.crs,
+    )
+    _write_gpkg(frame, scene.change_polygons_path, "change", "Polygon")
 
 
 def _check_args(
@@ -313,20 +614,25 @@ def _apply(transform: affine.Affine, xy: np.ndarray) -> np.ndarray:
 def _write_vectors(scene: SyntheticScene, geoms: np.ndarray, values: np.ndarray, name: str) -> None:
     names = {c.value: c.name for c in SCENE_CLASSES}
     attrs = {"ClassValue": values, "ClassName": [names[int(v)] for v in values]}
+    for path, geometry, geometry_type in (
+        (scene.polygons_path, geoms, "Polygon"),
+        (scene.points_path, shapely.centroid(geoms), "Point"),
+    ):
+        frame = gpd.GeoDataFrame(attrs, geometry=list(geometry), crs=scene.crs)
+        _write_gpkg(frame, path, name, geometry_type)
+
+
+def _write_gpkg(frame: gpd.GeoDataFrame, path: Path, layer: str, geometry_type: str) -> None:
+    """Write a GeoPackage with a fixed timestamp, so that the same frame gives the same bytes."""
     previous = pyogrio.get_gdal_config_option("OGR_CURRENT_DATE")
     pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": _GPKG_DATE})
     try:
-        for path, geometry, geometry_type in (
-            (scene.polygons_path, geoms, "Polygon"),
-            (scene.points_path, shapely.centroid(geoms), "Point"),
-        ):
-            path.unlink(missing_ok=True)
-            frame = gpd.GeoDataFrame(attrs, geometry=list(geometry), crs=scene.crs)
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
-                pyogrio.write_dataframe(
-                    frame, path, layer=name, driver="GPKG", geometry_type=geometry_type
-                )
+        path.unlink(missing_ok=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "'crs' was not provided", UserWarning)
+            pyogrio.write_dataframe(
+                frame, path, layer=layer, driver="GPKG", geometry_type=geometry_type
+            )
     finally:
         pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": previous})
 
@@ -341,6 +647,7 @@ def _write_rasters(
     nodata: float | None,
     nodata_border: int,
     block_size: int,
+    pattern_scale: float = 1.0,
 ) -> None:
     tree = shapely.STRtree(geoms)
     common = {
@@ -391,7 +698,7 @@ def _write_rasters(
                 )
                 classes = _rasterize_block(tree, geoms, values, window, scene.transform)
                 cls.write(classes, 1, window=window)
-                pixels = _pixels(classes, window, bands, seed)
+                pixels = _pixels(classes, window, bands, seed, pattern_scale)
                 img.write(_to_dtype(pixels, dtype, nodata, nodata_border, window), window=window)
 
 
@@ -426,10 +733,18 @@ def _rasterize_block(
     )
 
 
-def _pixels(classes: np.ndarray, window: Window, bands: int, seed: int) -> np.ndarray:
-    """Pixel values of a block on a 0-255 scale, shape (bands, rows, cols), float32."""
+def _pixels(
+    classes: np.ndarray, window: Window, bands: int, seed: int, pattern_scale: float = 1.0
+) -> np.ndarray:
+    """Pixel values of a block on a 0-255 scale, shape (bands, rows, cols), float32.
+
+    ``pattern_scale`` is the pixel size relative to the scene's first date: the background
+    pattern then lies at the same map positions on a grid of another pixel size.
+    """
     rows = np.arange(window.row_off, window.row_off + window.height, dtype=np.float32)[:, None]
     cols = np.arange(window.col_off, window.col_off + window.width, dtype=np.float32)[None, :]
+    if pattern_scale != 1.0:
+        rows, cols = rows * np.float32(pattern_scale), cols * np.float32(pattern_scale)
     grass = (
         0.5 + 0.3 * np.sin(cols / 41.0) * np.cos(rows / 29.0) + 0.2 * np.sin((rows + cols) / 97.0)
     )

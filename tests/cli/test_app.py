@@ -21,7 +21,10 @@ from rasterlearn.tools.declaration import REQUIRED, Parameter
 from rasterlearn.tools.registry import find_tool, tools
 
 CONTRACT = json.loads((Path(__file__).parent / "cli_contract.json").read_text())
-ADDED = {"classify-objects": {"--num-workers", "--cluster", "--scheduler", "--cell-size"}}
+ADDED = {
+    "classify-objects": {"--num-workers", "--cluster", "--scheduler", "--cell-size"},
+    "export-training-data": {"--in-raster2"},
+}
 """Options added since the contract was taken."""
 
 runner = CliRunner()

@@ -36,6 +36,9 @@ def _one_torch_thread():
 EXPECTED = {
     "UNET": ("pixel", {"Classified_Tiles"}, "RESNET34", 8,
              ("ImageClassification", "ArcGISImageClassifier.py", "_unet", "UnetClassifier")),
+    "CHANGEDETECTOR": ("pixel", {"ChangeDetection"}, "RESNET18", 2,
+                       ("ImageClassification", "ArcGISImageClassifier.py", "change_detection",
+                        "ChangeDetector")),
     "DEEPLAB": ("pixel", {"Classified_Tiles"}, "RESNET101", 8,
                 ("ImageClassification", "ArcGISImageClassifier.py", "_deeplab_infrencing",
                  "DeepLab")),
@@ -144,6 +147,8 @@ def test_default_arguments_match_the_reference() -> None:
     assert arcgis["FEATURE_CLASSIFIER"] == ["mixup", "oversample", "backend"]
     assert arcgis["RETINANET"] == ["scales", "ratios"]
     assert arcgis["FCOS"] == []
+    assert arcgis["CHANGEDETECTOR"] == ["attention_type"]
+    assert MODEL_TYPES["CHANGEDETECTOR"].default_arguments()["attention_type"] == "PAM"
     rcnn = MODEL_TYPES["FASTERRCNN"].default_arguments()
     assert rcnn["rpn_nms_thresh"] == 0.7 and rcnn["box_positive_fraction"] == 0.25
     # proposal and sample counts: 0 = scaled to the chip, torchvision's values at 800 px
@@ -171,7 +176,7 @@ def test_lookup_by_keyword_or_model_name() -> None:
 
 
 @pytest.mark.parametrize("in_channels", [1, 3, 5])
-@pytest.mark.parametrize("model_type", list(MODEL_TYPES))
+@pytest.mark.parametrize("model_type", [t for t in MODEL_TYPES if t != "CHANGEDETECTOR"])
 def test_forward_train_and_eval(model_type: str, in_channels: int) -> None:
     torch.manual_seed(0)
     k = 3 if in_channels == 3 else 2
@@ -465,3 +470,21 @@ def test_model_data_mismatch_is_a_one_line_parameter_error() -> None:
         check_model_fits_data("UNET", "GeoJSON")
     with pytest.raises(ParameterError, match="unknown model type"):
         check_model_fits_data("SSD", "PASCAL_VOC_rectangles")
+
+
+def test_a_change_detector_shares_its_encoder_between_the_dates() -> None:
+    model = build_model("CHANGEDETECTOR", num_classes=3, in_channels=8, backbone="resnet18")
+    assert model.task == "pixel" and model.encoder.first_conv.in_channels == 4
+    x = torch.randn(2, 8, 48, 48)
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+        same = model(torch.cat([x[:, :4], x[:, :4]], dim=1))
+        swapped = model(torch.cat([x[:, 4:], x[:, :4]], dim=1))
+    assert out.shape == (2, 4, 48, 48)
+    assert not torch.allclose(out, swapped)  # the direction of the change matters
+    # two identical dates: every difference is 0, whatever the image
+    blank = model(torch.zeros(1, 8, 48, 48))
+    assert torch.allclose(same, blank.expand_as(same), atol=1e-5)
+    with pytest.raises(ParameterError, match="even number"):
+        build_model("CHANGEDETECTOR", num_classes=3, in_channels=5)

@@ -54,6 +54,7 @@ def test_service_and_task_descriptions(server: Server) -> None:
         "DetectObjectsUsingDeepLearning",
         "ClassifyPixelsUsingDeepLearning",
         "ClassifyObjectsUsingDeepLearning",
+        "DetectChangeUsingDeepLearning",
         "TrainDeepLearningModel",
         "ExportTrainingDataforDeepLearning",
         "QueryDeepLearningModelInfo",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -142,7 +143,7 @@ class ChipDataset(Dataset):
     def num_channels(self) -> int:
         """Bands of the images the dataset yields."""
         bands = self.extract_bands or self.normalizer.extract_bands
-        return len(bands) if bands is not None else self.data.band_count
+        return len(bands) if bands is not None else self.data.input_band_count
 
     def set_epoch(self, epoch: int) -> None:
         """Select the random draws of an epoch (with ``seed``)."""
@@ -221,6 +222,44 @@ class SegmentationDataset(ChipDataset):
             )
         sample = self._augment(Sample(image, class_raster=target), chip)
         return sample.image, sample.class_raster
+
+
+class ChangeDataset(SegmentationDataset):
+    """Change detection (Classified_Tiles pairs): ``(image, target)`` as
+    :class:`SegmentationDataset`, the image holding the ``images/`` chip's bands, then the
+    ``images2/`` chip's (``2 x bands`` channels), the target the change classes.
+
+    A pixel is valid where it is valid in both images; augmentation moves both alike.
+
+    Raises:
+        InputError: for training data that is not made of pairs.
+    """
+
+    task = "change detection"
+
+    def __init__(self, data: TrainingData | ExportFolder, *args: Any, **kwargs: Any) -> None:
+        data = data if isinstance(data, TrainingData) else TrainingData(data)
+        if not data.paired:
+            raise InputError(
+                f"{data!r} holds no image pairs (images2/), so it cannot train change detection",
+                "export with an additional input raster (in_raster2)",
+            )
+        super().__init__(data, *args, **kwargs)
+
+    def image(self, chip: int) -> torch.Tensor:
+        """Both images of pair ``chip``, stacked and normalised, ``(2 x bands, H, W)``."""
+        record = self.data.chips[chip]
+        first, first_valid = read_chip(record.image, self.data.band_count)
+        second, second_valid = read_chip(record.image2, self.data.band_count)
+        if first.shape != second.shape:
+            raise InputError(
+                f"chips {record.image} and {record.image2} differ in size",
+                "re-export the training data",
+            )
+        dtype = np.result_type(first, second)
+        pixels = np.concatenate([first.astype(dtype), second.astype(dtype)])
+        x = self.normalizer.normalize(pixels, self.extract_bands, mask=first_valid & second_valid)
+        return torch.from_numpy(np.ascontiguousarray(x))
 
 
 class DetectionDataset(ChipDataset):

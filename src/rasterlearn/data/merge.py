@@ -46,6 +46,12 @@ class TrainingData:
                     f"{other.path} is {other.metadata_format}",
                     "merge only folders exported with the same metadata format",
                 )
+            if other.dataset_type != first.dataset_type:
+                raise InputError(
+                    f"cannot merge training data: {first.path} is {first.dataset_type} but "
+                    f"{other.path} is {other.dataset_type}",
+                    "merge only folders of one kind (image pairs with image pairs)",
+                )
             if other.band_count != first.band_count:
                 raise InputError(
                     f"cannot merge training data: {first.path} has {first.band_count} bands but "
@@ -74,7 +80,23 @@ class TrainingData:
 
     @property
     def band_count(self) -> int:
+        """Bands of each chip image."""
         return self.folders[0].band_count
+
+    @property
+    def paired(self) -> bool:
+        """Chips come in pairs (``images/`` and ``images2/``), fed to a model stacked."""
+        return self.folders[0].paired
+
+    @property
+    def dataset_type(self) -> str:
+        """arcgis.learn's dataset type (``ChangeDetection`` for Classified_Tiles pairs)."""
+        return self.folders[0].dataset_type
+
+    @property
+    def input_band_count(self) -> int:
+        """Bands a model reads: the chip's, or both chips' of a pair (first, then second)."""
+        return self.band_count * (2 if self.paired else 1)
 
     @property
     def tile_height(self) -> int:
@@ -119,14 +141,18 @@ class TrainingData:
         """Per-band statistics of the valid pixels of every chip, merged over the folders.
 
         A folder's ``BandStatsState`` is used where recorded; otherwise its chips are read.
+        Pairs have :attr:`input_band_count` statistics: the first images' bands, then the
+        second images' (``BandStatsState2``).
         """
         merged: list[BandStats] = []
         for folder in self.folders:
             stats = list(folder.band_stats) or chips_band_stats(folder.chips)
-            if len(stats) != self.band_count:
+            if self.paired:
+                stats += list(folder.band_stats2) or chips_band_stats(folder.chips, second=True)
+            if len(stats) != self.input_band_count:
                 raise InputError(
                     f"{folder.path} records statistics for {len(stats)} bands but has "
-                    f"{self.band_count}",
+                    f"{self.input_band_count}",
                     "re-export the training data",
                 )
             merged = merge_band_stats(merged, stats)
@@ -173,11 +199,12 @@ class TrainingData:
         return sorted(int(i) for i in order[n_val:]), sorted(int(i) for i in order[:n_val])
 
 
-def chips_band_stats(chips: Sequence[ChipRecord]) -> list[BandStats]:
-    """Per-band statistics of the valid pixels (GDAL dataset mask) of chip images."""
+def chips_band_stats(chips: Sequence[ChipRecord], second: bool = False) -> list[BandStats]:
+    """Per-band statistics of the valid pixels (GDAL dataset mask) of chip images (with
+    ``second``, of their ``images2/`` images)."""
     merged: list[BandStats] = []
     for chip in chips:
-        with rasterio.open(chip.image) as ds:
+        with rasterio.open(chip.image2 if second else chip.image) as ds:
             data = ds.read()
             valid = ds.dataset_mask() > 0
         merged = merge_band_stats(merged, chip_band_stats(data, valid))

@@ -133,7 +133,7 @@ class NormalizationStats:
         computed from their chips (valid pixels only).
         """
         data = _as_training_data(data)
-        if len(data.folders) == 1:
+        if len(data.folders) == 1 and not data.paired:
             rows = data.folders[0].emd.get("AllTilesStats") or []
             if len(rows) == data.band_count and all(
                 all(k in r for k in ("Min", "Max", "Mean", "StdDev")) for r in rows
@@ -177,9 +177,12 @@ def uses_imagenet_stats(data: TrainingData | ExportFolder) -> bool:
 
     The rules of reference §7: 3 bands (or 4 with the 4th named ``alpha``), 8-bit chips, band
     names (where set and not generic like ``Band_1``) red/green/blue, and recorded band values
-    within 0..255. Everything else is multispectral (min-max + scaled statistics).
+    within 0..255. Everything else is multispectral (min-max + scaled statistics), and so are
+    image pairs (change detection), whose model reads the bands of both images.
     """
     data = _as_training_data(data)
+    if data.paired:  # the model reads both images of a pair: min-max statistics of each band
+        return False
     names = [str(n) for n in data.band_names]
     bands = data.band_count
     if bands == 4 and len(names) == 4 and names[3].strip().lower() == "alpha":

@@ -41,16 +41,26 @@ class _Hit:
 
 @dataclass
 class CutChip:
-    """A chip read and labelled, ready to be written."""
+    """A chip read and labelled, ready to be written.
+
+    ``data2`` and ``band_stats2`` are the additional raster's chip (``images2/``) and its
+    statistics, when the export has one.
+    """
 
     data: np.ndarray
     transform: Affine
     labels: ChipLabels
     band_stats: list
+    data2: np.ndarray | None = None
+    band_stats2: list | None = None
 
 
 class ChipCutter:
-    """Reads and labels chips; safe to call from several threads at once."""
+    """Reads and labels chips; safe to call from several threads at once.
+
+    With a ``second`` raster (on the source's grid), each chip is also read from it; a pixel
+    is then valid where both rasters are.
+    """
 
     def __init__(
         self,
@@ -58,23 +68,36 @@ class ChipCutter:
         settings: ExportSettings,
         features: FeatureSet | None,
         class_source: RasterSource | None,
+        second: RasterSource | None = None,
     ) -> None:
         self.source = source
         self.settings = settings
         self.features = features
         self.tree = features.tree if features is not None else None
         self.class_source = class_source
+        self.second = second
 
     def __call__(self, plan: ChipPlan) -> CutChip | None:
         s = self.settings
         data, valid = self.source.read_onto(plan.grid)
-        nodata_fraction = 1.0 - float(valid.mean())
+        data2 = valid2 = None
+        if self.second is not None:
+            data2, valid2 = self.second.read_onto(plan.grid)
+        both = valid if valid2 is None else valid & valid2
+        nodata_fraction = 1.0 - float(both.mean())
         if nodata_fraction >= 1.0 or nodata_fraction > s.max_nodata_fraction:
             return None
         labels = self._labels(plan, data)
         if labels is None:
             return None
-        return CutChip(data, plan.grid.transform, labels, chip_band_stats(data, valid))
+        return CutChip(
+            data,
+            plan.grid.transform,
+            labels,
+            chip_band_stats(data, valid),
+            data2,
+            None if data2 is None else chip_band_stats(data2, valid2),
+        )
 
     def _objects(self, plan: ChipPlan) -> list[_Hit]:
         """Features overlapping the chip by at least the minimum ratio, clipped to it."""

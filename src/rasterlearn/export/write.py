@@ -33,6 +33,8 @@ from rasterlearn.formats.chips import (
     ExportWriter,
     chip_tally,
 )
+from rasterlearn.geo.grid import Grid
+from rasterlearn.geo.pair import AlignedRaster
 from rasterlearn.geo.raster import (
     RasterSource,
     bounded_gdal_cache,
@@ -46,7 +48,10 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """How a worker opens a raster, and the georeference its chips get."""
+    """How a worker opens a raster, and the georeference its chips get.
+
+    ``onto`` is the grid an additional raster is read on (the first raster's), or None.
+    """
 
     spec: str
     name: str
@@ -54,13 +59,19 @@ class SourceSpec:
     resampling: Resampling
     crs: CRS | None
     nodata: float | None
+    onto: Grid | None = None
 
     @classmethod
     def of(cls, src: RasterSource) -> SourceSpec:
         info = src.info
-        return cls(src.spec, src.name, src.cell_size, src.resampling, info.grid.crs, info.nodata)
+        onto = src.onto if isinstance(src, AlignedRaster) else None
+        return cls(
+            src.spec, src.name, src.cell_size, src.resampling, info.grid.crs, info.nodata, onto
+        )
 
     def open(self) -> RasterSource:
+        if self.onto is not None:
+            return AlignedRaster(self.spec, self.name, self.onto, self.resampling)
         return RasterSource(self.spec, self.name, self.cell_size, self.resampling)
 
 
@@ -75,6 +86,7 @@ class ExportJob:
     features: FeatureSet | None
     class_source: SourceSpec | None
     classes: tuple[ClassInfo, ...]
+    second: SourceSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -87,10 +99,11 @@ class _ChipBlock:
 
 @dataclass(frozen=True)
 class _BlockSummary:
-    """What the client needs of a cut block: its size, and per kept chip its statistics."""
+    """What the client needs of a cut block: its size, and per kept chip its statistics
+    (labels, bands, additional raster's bands)."""
 
     planned: int
-    chips: tuple[tuple[ChipTally | None, list[BandStats]], ...]
+    chips: tuple[tuple[ChipTally | None, list[BandStats], list[BandStats] | None], ...]
 
 
 class _JobRasters:
@@ -108,13 +121,16 @@ class _JobRasters:
             if cutter is None:
                 job = self.job
                 raster = job.sources[source].open()
-                cutter = ChipCutter(raster, job.settings, job.features, self.class_source)
+                second = job.second.open() if job.second is not None else None
+                cutter = ChipCutter(raster, job.settings, job.features, self.class_source, second)
                 self.cutters[source] = cutter
             return cutter
 
     def close(self) -> None:
         for cutter in self.cutters.values():
             cutter.source.close()
+            if cutter.second is not None:
+                cutter.second.close()
         if self.class_source is not None:
             self.class_source.close()
 
@@ -136,7 +152,8 @@ def _cut_block(
         chips = [chip for chip in map(cutter, block.plans) if chip is not None]
     kind = job.settings.fmt.labels
     summary = _BlockSummary(
-        len(block.plans), tuple((chip_tally(kind, c.labels), c.band_stats) for c in chips)
+        len(block.plans),
+        tuple((chip_tally(kind, c.labels), c.band_stats, c.band_stats2) for c in chips),
     )
     return summary, (block.source, chips)
 
@@ -154,13 +171,23 @@ def _write_block(
             "write to a folder every worker shares (a network file system), or use --cluster",
         )
     s = job.settings
-    writer = ExportWriter(job.folder, s.fmt, s.chip_format, list(job.classes), create_folders=False)
+    writer = ExportWriter(
+        job.folder,
+        s.fmt,
+        s.chip_format,
+        list(job.classes),
+        create_folders=False,
+        paired=job.second is not None,
+    )
     spec = job.sources[source]
     lines = []
     for k, chip in enumerate(chips):
         georef = ChipGeoref(chip.transform, spec.crs, spec.nodata)
+        second = None
+        if chip.data2 is not None and job.second is not None:  # on the first raster's grid
+            second = (chip.data2, ChipGeoref(chip.transform, spec.crs, job.second.nodata))
         index = first_index + k
-        lines.append((index, writer.write_chip(index, chip.data, georef, chip.labels)))
+        lines.append((index, writer.write_chip(index, chip.data, georef, chip.labels, second)))
     return lines
 
 
@@ -212,8 +239,8 @@ def write_chips(
             lanes=lanes,
             name="export",
         ):
-            for tally, band_stats in summary.chips:
-                writer.count_chip(tally, band_stats)
+            for tally, band_stats, band_stats2 in summary.chips:
+                writer.count_chip(tally, band_stats, band_stats2)
             for index, line in lines:
                 writer.add_map_line(index, line)
             advance(summary.planned)

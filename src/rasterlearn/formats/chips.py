@@ -26,6 +26,8 @@ STATS_FILE = "stats.txt"
 ACCUMULATED_STATS_FILE = "esri_accumulated_stats.json"
 EMD_FILE = "esri_model_definition.emd"
 CHIP_NAME_DIGITS = 9
+SECOND_IMAGES = "images2"
+"""The folder of the additional raster's chips (the "after" image of a change pair)."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,9 @@ class ExportWriter:
         classes: The class table, in output order.
         create_folders: Create the folder and its ``images``/``labels`` subfolders (off for a
             writer on a cluster worker, which must not recreate a folder removed meanwhile).
+        paired: Chips come in pairs (an additional input raster): the second of each pair
+            goes to ``images2/`` under the same name, as ArcGIS writes change-detection and
+            image-translation data.
     """
 
     def __init__(
@@ -156,8 +161,10 @@ class ExportWriter:
         classes: list[ClassInfo],
         *,
         create_folders: bool = True,
+        paired: bool = False,
     ) -> None:
         self.folder = folder
+        self.paired = paired
         self.fmt = fmt
         self.image_format = image_format
         self.label_format = LABEL_IMAGE_FORMATS[image_format.keyword]
@@ -168,10 +175,13 @@ class ExportWriter:
         self._tallies = [_ClassTally() for _ in classes]
         self._per_image = Summary()
         self.band_stats: list[BandStats] = []
+        self.band_stats2: list[BandStats] = []
         self.num_chips = 0
         self.num_features = 0
         if create_folders:
             (folder / "images").mkdir(parents=True, exist_ok=True)
+            if paired:
+                (folder / SECOND_IMAGES).mkdir(exist_ok=True)
             if fmt.labels not in ("none", "folder"):
                 (folder / "labels").mkdir(exist_ok=True)
 
@@ -179,9 +189,21 @@ class ExportWriter:
         return f"{index:0{CHIP_NAME_DIGITS}d}"
 
     def write_chip(
-        self, index: int, data: np.ndarray, georef: ChipGeoref, labels: ChipLabels
+        self,
+        index: int,
+        data: np.ndarray,
+        georef: ChipGeoref,
+        labels: ChipLabels,
+        second: tuple[np.ndarray, ChipGeoref] | None = None,
     ) -> str:
         """Write chip ``index`` and its label files (safe to call from several threads).
+
+        Args:
+            index: The chip's number.
+            data: Its pixels, ``(bands, rows, cols)``.
+            georef: Where it lies.
+            labels: Its labels.
+            second: The additional raster's chip and georeference (``images2/``), when paired.
 
         Returns:
             The chip's ``map.txt`` line (also kept for :meth:`write_map`).
@@ -201,6 +223,16 @@ class ExportWriter:
             georef.crs,
             georef.nodata,
         )
+        if second is not None:
+            data2, georef2 = second
+            write_chip_image(
+                self.folder / SECOND_IMAGES / f"{stem}{ext}",
+                data2,
+                self.image_format,
+                georef2.transform,
+                georef2.crs,
+                georef2.nodata,
+            )
         tokens = [image_rel, *self._write_labels(stem, image_rel, data.shape, georef, labels)]
         line = map_line(tokens)
         with self._lock:
@@ -213,7 +245,10 @@ class ExportWriter:
             self._map_lines[index] = line
 
     def count_chip(
-        self, labels: ChipLabels | ChipTally | None, band_stats: list[BandStats]
+        self,
+        labels: ChipLabels | ChipTally | None,
+        band_stats: list[BandStats],
+        band_stats2: list[BandStats] | None = None,
     ) -> None:
         """Count a chip in the statistics; call in chip order so that sums are reproducible.
 
@@ -221,9 +256,12 @@ class ExportWriter:
             labels: The chip's labels, or their :func:`chip_tally` computed where the chip was
                 (None: a format without labels).
             band_stats: The chip's per-band statistics.
+            band_stats2: Those of its ``images2/`` chip, when paired.
         """
         self.num_chips += 1
         self.band_stats = merge_band_stats(self.band_stats, band_stats)
+        if band_stats2 is not None:
+            self.band_stats2 = merge_band_stats(self.band_stats2, band_stats2)
         tally = chip_tally(self.fmt.labels, labels) if isinstance(labels, ChipLabels) else labels
         if tally is not None:
             self._add_tally(tally)
@@ -399,6 +437,8 @@ def accumulated_stats(
     if class_stats is not None:
         content[class_stats[0]] = class_stats[1]
     content["BandStatsState"] = [s.to_state() for s in writer.band_stats]
+    if writer.paired:
+        content["BandStatsState2"] = [s.to_state() for s in writer.band_stats2]
     return content
 
 
@@ -412,8 +452,13 @@ def training_emd(
     crs: CRS | None,
     crop_tile_mode: str,
     blacken_around_feature: bool,
+    band_names2: tuple[str, ...] = (),
 ) -> dict:
-    """The training-data ``esri_model_definition.emd`` in its Pro 2.7+ form."""
+    """The training-data ``esri_model_definition.emd`` in its Pro 2.7+ form.
+
+    A paired export (``images2/``) adds ``AllTilesStats2``, the additional raster's band
+    statistics, named by ``band_names2``, and counts two input rasters.
+    """
     cell = None
     if cell_size is not None:
         cell = {
@@ -431,14 +476,16 @@ def training_emd(
             for c in writer.classes
         ],
         "InputRastersProps": {
-            "RasterCount": 1,
+            "RasterCount": 2 if writer.paired else 1,
             "SensorName": "",
             "BandNames": list(band_names),
         },
-        "AllTilesStats": [
-            {"BandName": name, "Min": s.min, "Max": s.max, "Mean": s.m1, "StdDev": s.std}
-            for name, s in zip(band_names, writer.band_stats, strict=False)
-        ],
+        "AllTilesStats": _all_tiles_stats(band_names, writer.band_stats),
+        **(
+            {"AllTilesStats2": _all_tiles_stats(band_names2, writer.band_stats2)}
+            if writer.paired
+            else {}
+        ),
         "ExtractBands": list(range(len(band_names))),
         "MinCellSize": cell,
         "MaxCellSize": cell,
@@ -446,3 +493,10 @@ def training_emd(
         "BlackenAroundFeature": blacken_around_feature,
         "IsMultidimensional": False,
     }
+
+
+def _all_tiles_stats(band_names: tuple[str, ...], stats: list[BandStats]) -> list[dict]:
+    return [
+        {"BandName": name, "Min": s.min, "Max": s.max, "Mean": s.m1, "StdDev": s.std}
+        for name, s in zip(band_names, stats, strict=False)
+    ]

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import rasterio
 
 from rasterlearn.errors import InputError
-from rasterlearn.formats.chips import ACCUMULATED_STATS_FILE, EMD_FILE, ClassInfo
+from rasterlearn.formats.chips import ACCUMULATED_STATS_FILE, EMD_FILE, SECOND_IMAGES, ClassInfo
 from rasterlearn.formats.labels import ObjectLabel, parse_kitti, parse_voc
-from rasterlearn.formats.metadata_formats import METADATA_FORMATS
+from rasterlearn.formats.metadata_formats import CHANGE_DETECTION, METADATA_FORMATS
 from rasterlearn.geo.stats import BandStats
 
 WORLD_FILE_SUFFIXES = {".jgw", ".pgw", ".tfw", ".wld", ".j2w"}
@@ -32,6 +32,8 @@ class ChipRecord:
         tile_classes: Class values of the whole chip (Labeled/MultiLabeled_Tiles, Imagenet).
         class_raster: Class-value raster (Classified_Tiles).
         instance_rasters: Instance-id raster per class value (RCNN_Masks).
+        image2: The chip of the additional raster (``images2/``, same name), in paired
+            exports (change detection: the "after" image).
     """
 
     image: Path
@@ -40,6 +42,7 @@ class ChipRecord:
     tile_classes: tuple[int, ...] = ()
     class_raster: Path | None = None
     instance_rasters: dict[int, Path] = field(default_factory=dict)
+    image2: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,20 @@ class ExportFolder:
     accumulated_stats: dict
     dropped_chips: int = 0
     dropped_objects: int = 0
+    band_stats2: tuple[BandStats, ...] = ()
+
+    @property
+    def paired(self) -> bool:
+        """Chips come in pairs: ``images/`` and ``images2/`` (change detection, Pix2Pix)."""
+        return bool(self.chips) and all(c.image2 is not None for c in self.chips)
+
+    @property
+    def dataset_type(self) -> str:
+        """arcgis.learn's dataset type: the metadata format, or ``ChangeDetection`` for
+        ``Classified_Tiles`` pairs."""
+        if self.metadata_format == "Classified_Tiles" and self.paired:
+            return CHANGE_DETECTION
+        return self.metadata_format
 
     def class_by_value(self) -> dict[int, ClassInfo]:
         return {c.value: c for c in self.classes}
@@ -232,12 +249,15 @@ def read_export_folder(folder: str | Path) -> ExportFolder:
     classes = _classes(emd, stats)
     resolver = _ClassResolver(classes, learn_new=not classes)
     chips, dropped = _chips(folder, mode, images, resolver)
+    chips, unpaired = _pairs(folder, chips)
+    dropped += unpaired
     if not resolver.classes and mode == "Classified_Tiles":
         # Without metadata, the classes are the values found in the label rasters.
         found = set().union(*(raster_values(c.class_raster) for c in chips)) if chips else set()
         resolver.classes.extend(ClassInfo(v, str(v)) for v in sorted(found))
     band_count, height, width = _chip_shape(folder, stats, emd, images[0])
     band_stats = tuple(BandStats.from_state(s) for s in stats.get("BandStatsState") or [])
+    band_stats2 = tuple(BandStats.from_state(s) for s in stats.get("BandStatsState2") or [])
     return ExportFolder(
         path=folder,
         metadata_format=mode,
@@ -254,7 +274,27 @@ def read_export_folder(folder: str | Path) -> ExportFolder:
         accumulated_stats=stats,
         dropped_chips=dropped,
         dropped_objects=resolver.dropped,
+        band_stats2=band_stats2,
     )
+
+
+def _pairs(folder: Path, chips: list[ChipRecord]) -> tuple[list[ChipRecord], int]:
+    """With an ``images2/`` folder, each chip with its second image (same name); chips
+    without one are dropped."""
+    second = folder / SECOND_IMAGES
+    if not second.is_dir():
+        return chips, 0
+    by_name = {
+        p.relative_to(second): p
+        for p in second.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    }
+    paired = [
+        replace(c, image2=by_name[c.image.relative_to(folder / "images")])
+        for c in chips
+        if c.image.relative_to(folder / "images") in by_name
+    ]
+    return paired, len(chips) - len(paired)
 
 
 def _chip_shape(folder: Path, stats: dict, emd: dict, first: Path) -> tuple[int, int, int]:

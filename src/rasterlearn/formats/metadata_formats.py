@@ -50,6 +50,11 @@ METADATA_FORMATS = {
 }
 
 
+CHANGE_DETECTION = "ChangeDetection"
+"""arcgis.learn's dataset type of ``Classified_Tiles`` with ``images2/``: change-detection pairs
+(before in ``images/``, after in ``images2/``, change classes in ``labels/``)."""
+
+
 def metadata_format(keyword: str) -> MetadataFormat:
     """The format for a keyword, matched case-insensitively.
 

@@ -36,6 +36,7 @@ from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.execution.blocks import block_size, blocks_of, run_blocks
 from rasterlearn.execution.cache import cached
 from rasterlearn.geo.grid import Box, Grid
+from rasterlearn.geo.pair import AlignedRaster, RasterPair
 from rasterlearn.geo.raster import RasterSource
 from rasterlearn.inference import tta
 from rasterlearn.inference.backends import open_predictor
@@ -165,6 +166,9 @@ class InferenceJob:
         cell_size: Cell size the raster is resampled to on read, or None.
         model_version: Changes when the model's files change, so that a process never
             predicts with a stale copy of a model it opened before.
+        raster2: A second raster read on ``grid`` whose bands follow the first's (the "to"
+            raster of change detection), or None.
+        raster2_name: Its name for messages.
     """
 
     raster: str
@@ -176,6 +180,8 @@ class InferenceJob:
     device: str | None = None
     cell_size: float | None = None
     model_version: str = ""
+    raster2: str | None = None
+    raster2_name: str = ""
 
 
 def cached_raster(raster: str, raster_name: str, cell_size: float | None = None) -> RasterSource:
@@ -191,9 +197,17 @@ def cached_predictor(model: str, device: str | None, version: str) -> Predictor:
     return cached(("model", model, device, version), lambda: open_predictor(model, device))
 
 
-def open_job(job: InferenceJob) -> tuple[RasterSource, Predictor]:
-    """The raster and predictor of a job, opened once per process and kept for the next."""
-    source = cached_raster(job.raster, job.raster_name, job.cell_size)
+def open_job(job: InferenceJob) -> tuple[RasterSource | RasterPair, Predictor]:
+    """The raster (or pair) and predictor of a job, opened once per process and kept."""
+    source: RasterSource | RasterPair = cached_raster(job.raster, job.raster_name, job.cell_size)
+    if job.raster2 is not None:
+        first, grid = source, job.grid
+        key = ("pair", job.raster, job.raster_name, job.cell_size, job.raster2, job.raster2_name)
+        source = cached(
+            (*key, grid.transform, grid.width, grid.height, grid.crs),
+            lambda: RasterPair(first, AlignedRaster(job.raster2, job.raster2_name, grid)),
+            lambda pair: pair.second.close(),
+        )
     return source, cached_predictor(job.model, job.device, job.model_version)
 
 
@@ -246,7 +260,7 @@ class _Batch:
 
 
 def read_tile(
-    source: RasterSource, grid: Grid, box: Box, mask: shapely.Geometry | None
+    source: RasterSource | RasterPair, grid: Grid, box: Box, mask: shapely.Geometry | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pixels of a box of the source's grid and their validity; invalid pixels are set to 0."""
     data, valid = source.read_box(box)
@@ -260,7 +274,7 @@ def read_tile(
 
 
 def _tile_batches(
-    source: RasterSource,
+    source: RasterSource | RasterPair,
     grid: Grid,
     tiles: Iterable[Tile],
     batch_size: int,

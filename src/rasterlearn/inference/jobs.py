@@ -263,9 +263,9 @@ def open_model(
         ParameterError: when the model's task is not one of ``tasks``.
     """
     predictor = cached_predictor(options.model, options.device, model_version(options.model))
-    if predictor.info.task not in tasks:
+    if predictor.info.kind not in tasks:
         raise ParameterError(
-            f"the model is a {predictor.info.task} model, not {wrong_task_hint[0]}",
+            f"the model is a {predictor.info.kind} model, not {wrong_task_hint[0]}",
             wrong_task_hint[1],
         )
     return predictor

@@ -28,6 +28,10 @@ from rasterlearn.formats.emd import ModelDefinition
 from rasterlearn.models.arguments import ModelArgument, resolve_arguments
 
 PIXEL, DETECTION, INSTANCE, CLASSIFICATION = "pixel", "detection", "instance", "classification"
+CHANGE = "change"
+"""What a change detector does (:attr:`ModelInfo.kind`): a pixel model over two rasters."""
+CHANGE_MODEL_NAMES = ("ChangeDetector",)
+"""``ModelName`` of change detectors (arcgis.learn's and ours)."""
 
 _EMD_MODEL_TYPES = {
     "ImageClassification": PIXEL,
@@ -85,6 +89,8 @@ class ModelInfo:
         crop_size_fixed: Classify Objects chips of fixed size centred on the feature (True)
             or cropped to the feature's bounds (False).
         blacken_around_feature: Classify Objects sets pixels outside the feature to 0.
+        change: A change detector: a pixel model reading two rasters, the "from" raster's
+            bands then the "to" raster's (``ExtractBands`` covers both).
     """
 
     task: str
@@ -97,22 +103,33 @@ class ModelInfo:
     crop_size_fixed: bool = True
     blacken_around_feature: bool = False
     arguments: tuple[ModelArgument, ...] = field(default=())
+    change: bool = False
 
     @property
     def class_names(self) -> dict[int, str]:
         return {value: name for value, name, _ in self.classes}
 
+    @property
+    def kind(self) -> str:
+        """What the model does, as the tools ask for it: its task, or ``change``."""
+        return CHANGE if self.change else self.task
+
     def check_bands(self, band_count: int, raster_name: str) -> None:
-        """Refuse a raster without the bands the model reads.
+        """Refuse a raster without the bands the model reads (a change detector: of each date).
 
         Raises:
             InputError: naming the band counts.
         """
         needed = max(self.extract_bands) + 1 if self.extract_bands else 0
+        bands = [b + 1 for b in self.extract_bands]
+        if self.change:
+            needed = (needed + 1) // 2
+            bands = sorted({(b - 1) % needed + 1 for b in bands})
         if band_count < needed:
+            of_each = " of each date" if self.change else ""
             raise InputError(
                 f"raster {raster_name} has {band_count} bands but the model reads bands "
-                f"{[b + 1 for b in self.extract_bands]} (ExtractBands)",
+                f"{bands}{of_each} (ExtractBands)",
                 "give imagery of the sensor and band order the model was trained on",
             )
 
@@ -158,6 +175,7 @@ def model_info(definition: ModelDefinition) -> ModelInfo:
         crop_size_fixed=int(raw.get("CropSizeFixed", 1) or 0) == 1,
         blacken_around_feature=int(raw.get("BlackenAroundFeature", 0) or 0) == 1,
         arguments=inference_arguments(task, height, raw),
+        change=task == PIXEL and str(raw.get("ModelName")) in CHANGE_MODEL_NAMES,
     )
 
 

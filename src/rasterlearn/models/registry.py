@@ -25,16 +25,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
 from torch import nn
 
 from rasterlearn.errors import ParameterError
+from rasterlearn.formats.metadata_formats import CHANGE_DETECTION
 from rasterlearn.formats.metadata_formats import metadata_format as _metadata_format
 from rasterlearn.models.arguments import ModelArgument, resolve_arguments
 from rasterlearn.models.backbones import BACKBONES, Encoder, backbone_info, build_encoder
+from rasterlearn.models.change import ChangeDetector
 from rasterlearn.models.classification import FeatureClassifier
 from rasterlearn.models.detection import (
     RCNN_CHIP_SCALED,
@@ -261,6 +263,18 @@ _CLASSIFIER_ARGS = (
     _A("dropout", float, 0.0, "dropout before the last layer", arcgis=False),
 )
 
+_CHANGE_ARGS = (
+    _A(
+        "attention_type",
+        str,
+        "PAM",
+        "ArcGIS's STANet attention module; recorded in the .emd only: rasterlearn's Siamese "
+        "U-Net has no attention module",
+        choices=("PAM", "BAM"),
+    ),
+    *(replace(a, arcgis=False) for a in _UNET_ARGS),
+)
+
 # --------------------------------------------------------------------------- the table
 
 _ALL = tuple(BACKBONES)
@@ -305,6 +319,19 @@ MODEL_TYPES: Mapping[str, ModelSpec] = MappingProxyType(
                 ),
                 _UNET_ARGS,
                 "U-Net with a ResNet/MobileNetV3 encoder",
+            ),
+            ModelSpec(
+                "CHANGEDETECTOR",
+                "pixel",
+                (CHANGE_DETECTION,),
+                "RESNET18",
+                _ALL,
+                2,
+                EmdInfo(
+                    "ImageClassification", _IMAGE_CLASSIFIER, "change_detection", "ChangeDetector"
+                ),
+                _CHANGE_ARGS,
+                "Siamese U-Net (shared encoder) on the feature differences of two dates",
             ),
             ModelSpec(
                 "DEEPLAB",
@@ -413,8 +440,15 @@ def model_types_for(metadata_format: str) -> tuple[str, ...]:
     Raises:
         ParameterError: for an unknown metadata format.
     """
-    keyword = _metadata_format(metadata_format).keyword
+    keyword = _data_kind(metadata_format)
     return tuple(t for t, s in MODEL_TYPES.items() if keyword in s.metadata_formats)
+
+
+def _data_kind(metadata_format: str) -> str:
+    """A metadata format's keyword, or ``ChangeDetection`` (Classified_Tiles pairs)."""
+    if str(metadata_format).lower() == CHANGE_DETECTION.lower():
+        return CHANGE_DETECTION
+    return _metadata_format(metadata_format).keyword
 
 
 def check_model_fits_data(model_type: str, metadata_format: str) -> ModelSpec:
@@ -432,7 +466,7 @@ def check_model_fits_data(model_type: str, metadata_format: str) -> ModelSpec:
             message names the formats the model needs and the models the data fits.
     """
     spec = model_spec(model_type)
-    keyword = _metadata_format(metadata_format).keyword
+    keyword = _data_kind(metadata_format)
     if keyword not in spec.metadata_formats:
         fitting = model_types_for(keyword)
         hint = (
@@ -471,10 +505,11 @@ def build_model(
     """Build a model of an ArcGIS model type for ``num_classes`` classes and any band count.
 
     Args:
-        model_type: ``UNET``, ``DEEPLAB``, ``FCOS``, ``RETINANET``, ``FASTERRCNN``,
-            ``MASKRCNN`` or ``FEATURE_CLASSIFIER`` (any case; an ``.emd`` ModelName works too).
+        model_type: ``UNET``, ``CHANGEDETECTOR``, ``DEEPLAB``, ``FCOS``, ``RETINANET``,
+            ``FASTERRCNN``, ``MASKRCNN`` or ``FEATURE_CLASSIFIER`` (any case; an ``.emd``
+            ModelName works too).
         num_classes: Number of classes K, without background / NoData.
-        in_channels: Number of image bands.
+        in_channels: Number of image bands (a change detector's: both images' together).
         backbone: Backbone name (``RESNET18``, ``resnet50``, ``MOBILENET_V3_LARGE``...);
             default: the model type's.
         chip_size: Chip size in pixels (detectors record it; nothing is resized).
@@ -503,10 +538,8 @@ def build_model(
     scheme = str(weight_init_scheme).lower()
     pretrained = pretrained_backbone is not None
 
-    def encoder(norm: str = "batch", output_stride: int = 32) -> Encoder:
-        return build_encoder(
-            info.name, in_channels, pretrained_backbone, norm, output_stride, scheme
-        )
+    def encoder(norm: str = "batch", output_stride: int = 32, bands: int = in_channels) -> Encoder:
+        return build_encoder(info.name, bands, pretrained_backbone, norm, output_stride, scheme)
 
     kind = spec.model_type
     if "dice_loss_fraction" in args and not 0.0 <= args["dice_loss_fraction"] <= 1.0:
@@ -518,6 +551,15 @@ def build_model(
     model: nn.Module
     if kind == "UNET":
         model = UNet(encoder(), num_classes)
+        encoder_path = "encoder"
+    elif kind == "CHANGEDETECTOR":
+        if in_channels % 2:
+            raise ParameterError(
+                f"a change detector reads two images of the same bands, so an even number of "
+                f"input channels, got {in_channels}",
+                "stack the before and after images' bands",
+            )
+        model = ChangeDetector(encoder(bands=in_channels // 2), num_classes)
         encoder_path = "encoder"
     elif kind == "DEEPLAB":
         if args["pointrend"]:

@@ -85,7 +85,7 @@ def classify_pixels(
     targets = _targets(runs, out_classified_raster, out_classified_folder, options.separately)
     with options.client() as client, bounded_gdal_cache():
         for run, target in zip(runs, targets, strict=True):
-            _classify_one(run, target, cog, options, client)
+            write_classified_raster(run, target, cog, options, client)
     return targets
 
 
@@ -103,10 +103,11 @@ def _targets(
     return [folder / (Path(r.source.name).stem + ".tif") for r in runs]
 
 
-def _classify_one(
+def write_classified_raster(
     run: PreparedRun, target: Path, cog: bool, options: RunOptions, client: Any
 ) -> None:
-    """Classify one raster into ``target`` (and its probability raster), on the raster's grid.
+    """Predict a run's tiles and write its classified raster (and probabilities, when asked)
+    over the processing area, on the raster's grid, staged and moved into place when complete.
 
     A raster processed at another cell size is classified on that grid into hidden files of
     the staging folder, then resampled (nearest) onto the raster's own grid.

@@ -37,6 +37,7 @@ from rasterlearn.formats.chips import (
 )
 from rasterlearn.formats.metadata_formats import METADATA_FORMATS
 from rasterlearn.formats.metadata_formats import metadata_format as _metadata_format
+from rasterlearn.geo.pair import AlignedRaster, check_pair
 from rasterlearn.geo.raster import (
     PROCESSING_MODES,
     RasterInfo,
@@ -57,6 +58,9 @@ from rasterlearn.tools.parameters import (
     SCHEDULER,
     output,
 )
+
+PAIRED_FORMATS = ("Classified_Tiles", "Export_Tiles")
+"""The metadata formats that take an additional input raster (``images2/``)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ def export_training_data(
     processing_mode: str = "PROCESS_AS_MOSAICKED_IMAGE",
     blacken_around_feature: bool = False,
     crop_mode: str = "FIXED_SIZE",
+    in_raster2: str | Path | None = None,
     min_polygon_overlap_ratio: float = 0.0,
     extent: tuple[float, float, float, float] | None = None,
     cell_size: float | None = None,
@@ -136,6 +141,11 @@ def export_training_data(
         raise ParameterError(f"cell size must be positive, got {cell_size}", "give it in map units")
     if fmt.needs_class_data and in_class_data is None:
         raise ParameterError(f"metadata format {fmt.keyword} needs class data", "give --class-data")
+    if in_raster2 is not None and fmt.keyword not in PAIRED_FORMATS:
+        raise ParameterError(
+            f"an additional input raster does not fit metadata format {fmt.keyword}",
+            f"export change-detection pairs as {' or '.join(PAIRED_FORMATS)}",
+        )
     parse_cluster(cluster, scheduler)
     settings = ExportSettings(
         fmt=fmt,
@@ -160,14 +170,24 @@ def export_training_data(
         num_workers=num_workers,
         progress=progress,
     )
+    if in_raster2 is not None and settings.processing_mode == "PROCESS_ITEMS_SEPARATELY":
+        raise ParameterError(
+            "an additional input raster pairs with one mosaic, not with items processed separately",
+            "use PROCESS_AS_MOSAICKED_IMAGE",
+        )
     with bounded_gdal_cache():
         return _export(
-            in_raster, out_folder, in_class_data, in_mask_polygons, settings, (cluster, scheduler)
+            (in_raster, in_raster2),
+            out_folder,
+            in_class_data,
+            in_mask_polygons,
+            settings,
+            (cluster, scheduler),
         )
 
 
 def _export(
-    in_raster: str | Path,
+    rasters: tuple[str | Path, str | Path | None],
     out_folder: str | Path,
     in_class_data: str | Path | None,
     in_mask_polygons: str | Path | None,
@@ -175,8 +195,9 @@ def _export(
     where: tuple[str | None, str | None] = (None, None),
 ) -> ExportResult:
     separately = s.processing_mode == "PROCESS_ITEMS_SEPARATELY"
-    sources = open_raster_input(in_raster, separately, s.cell_size, extent=s.extent)
+    sources = open_raster_input(rasters[0], separately, s.cell_size, extent=s.extent)
     class_source = None
+    second = _second_raster(rasters[1], sources[0]) if rasters[1] is not None else None
     try:
         first = sources[0].info
         for src in sources:
@@ -197,12 +218,27 @@ def _export(
         features, class_source = load_class_data(in_class_data, first, s)
         mask = load_mask(in_mask_polygons, first.grid.crs) if in_mask_polygons is not None else None
         classes = class_table(features, class_source)
-        return _run_export(sources, out_folder, s, features, class_source, classes, mask, where)
+        return _run_export(
+            sources, out_folder, s, features, class_source, classes, mask, where, second
+        )
     finally:
-        for src in sources:
-            src.close()
-        if class_source is not None:
-            class_source.close()
+        for src in (*sources, class_source, second):
+            if src is not None:
+                src.close()
+
+
+def _second_raster(in_raster2: str | Path, first: RasterSource) -> AlignedRaster:
+    """The additional raster, read on the first raster's grid.
+
+    Raises:
+        InputError: when its bands differ from the first raster's or it lies elsewhere.
+    """
+    own = open_raster_input(in_raster2)[0]
+    try:
+        check_pair(first, own)
+    finally:
+        own.close()
+    return AlignedRaster(own.spec, own.name, first.info.grid)
 
 
 def _run_export(
@@ -214,6 +250,7 @@ def _run_export(
     classes: list[ClassInfo],
     mask: shapely.Geometry | None,
     where: tuple[str | None, str | None] = (None, None),
+    second: AlignedRaster | None = None,
 ) -> ExportResult:
     plans_per_source = []
     skipped: list[RasterLearnError] = []
@@ -238,7 +275,7 @@ def _run_export(
         atomic_output(out_folder, overwrite=s.overwrite, folder=True) as tmp,
         dask_client(*where) as client,
     ):
-        writer = ExportWriter(tmp, s.fmt, s.chip_format, classes)
+        writer = ExportWriter(tmp, s.fmt, s.chip_format, classes, paired=second is not None)
         job = ExportJob(
             token=uuid.uuid4().hex,
             folder=tmp,
@@ -247,6 +284,7 @@ def _run_export(
             features=features,
             class_source=SourceSpec.of(class_source) if class_source else None,
             classes=tuple(classes),
+            second=SourceSpec.of(second) if second is not None else None,
         )
         lanes = default_workers(s.num_workers)
         with progress_bar("Exporting chips", total, s.progress) as advance:
@@ -257,14 +295,18 @@ def _run_export(
                 "check the class data overlaps the raster's valid pixels, "
                 "or pass --output-nofeature-tiles",
             )
-        _write_metadata(tmp, writer, first, s)
+        _write_metadata(tmp, writer, first, s, second.info if second is not None else None)
     return ExportResult(
         Path(out_folder), s.fmt.keyword, writer.num_chips, writer.num_features, classes
     )
 
 
 def _write_metadata(
-    folder: Path, writer: ExportWriter, info: RasterInfo, s: ExportSettings
+    folder: Path,
+    writer: ExportWriter,
+    info: RasterInfo,
+    s: ExportSettings,
+    info2: RasterInfo | None = None,
 ) -> None:
     writer.write_map()
     (folder / STATS_FILE).write_text(writer.stats_text(info.count, s.tile_height, s.tile_width))
@@ -282,6 +324,7 @@ def _write_metadata(
         info.grid.crs,
         "Fixed_Size" if s.crop_mode == "FIXED_SIZE" else "Variable_Size",
         s.blacken_around_feature,
+        info2.band_names if info2 is not None else (),
     )
     write_json(folder / EMD_FILE, emd)
 
@@ -393,6 +436,17 @@ TOOL = declare(
             "to its bounding box.",
             label="Crop Mode",
             choices=CROP_MODES,
+        ),
+        Parameter(
+            "in_raster2",
+            "raster",
+            "Additional input raster (Classified_Tiles: the 'after' image of change detection; "
+            "Export_Tiles: image pairs): chips of it on the same grid go to images2/. It may "
+            "differ in cell size and coordinate system; it is read on in_raster's grid.",
+            INPUT,
+            label="Additional Input Raster",
+            rest_name="additionalInputRaster",
+            flag="--in-raster2",
         ),
         Parameter(
             "min_polygon_overlap_ratio",

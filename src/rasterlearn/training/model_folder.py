@@ -183,6 +183,8 @@ def _emd_content(
             training_emd.get("CropTileMode", "Fixed_Size") == "Fixed_Size"
         )
         content["BlackenAroundFeature"] = int(bool(training_emd.get("BlackenAroundFeature", False)))
+    if data.paired:
+        content.update(_change_keys(setup, normalizer.imagenet, results))
     if fitted.best_score is not None:
         content[f"monitored_{monitored_metric}"] = fitted.best_score
     if spec.task in DETECTION_TASKS:
@@ -193,6 +195,23 @@ def _emd_content(
         content["accuracy"] = f"{results.metrics.get('accuracy', 0.0):.4e}"
         content["per_class_metrics"] = json.dumps(per_class)
     return content
+
+
+def _change_keys(setup: TrainingSetup, imagenet: bool, results: ValidationResults) -> dict:
+    """What arcgis.learn's ChangeDetector adds: ``DataAttributes`` and its metrics (mean over
+    the change classes; strings, as ``accuracy``)."""
+    classes = setup.data.classes
+    return {
+        "DataAttributes": {
+            "chip_size": setup.chip_size,
+            "class_mapping": {str(c.value): c.name for c in classes},
+            "color_mapping": {str(c.value): list(c.color or (255, 255, 0)) for c in classes},
+            "classes": ["NoData", *(c.name for c in classes)],
+            "batch_size": setup.train_loader.batch_size,
+            "_is_multispectral": not imagenet,
+        },
+        **{k: f"{results.metrics.get(k, 0.0):.4e}" for k in ("precision", "recall", "f1_score")},
+    }
 
 
 def _write_report(

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from rasterlearn.data.augment import Augmenter
 from rasterlearn.data.datasets import (
+    ChangeDataset,
     ChipDataset,
     ClassificationDataset,
     DetectionDataset,
@@ -99,7 +100,7 @@ def prepare_training(settings: TrainingSettings) -> TrainingSetup:
         base = _BaseModel.read(settings.pretrained_model)
     model_type = settings.model_type or (base.model_type if base else None)
     spec = check_model_fits_data(
-        (model_type or model_types_for(data.metadata_format)[0]).upper(), data.metadata_format
+        (model_type or model_types_for(data.dataset_type)[0]).upper(), data.dataset_type
     )
     _check_monitor(settings.monitor, spec)
     chip = _chip_size(settings.chip_size, data)
@@ -108,7 +109,7 @@ def prepare_training(settings: TrainingSettings) -> TrainingSetup:
 
     L.seed_everything(settings.seed, workers=True, verbose=False)
     normalizer = Normalizer.from_training_data(data)
-    dataset_cls = _dataset_class(spec.task)
+    dataset_cls = ChangeDataset if data.paired else _dataset_class(spec.task)
     train_set = dataset_cls(
         data,
         train_idx,
