@@ -6,6 +6,8 @@ Each backend implements :class:`~rasterlearn.inference.predictors.Predictor`:
 * :mod:`.torchscript` and :mod:`.onnx`: the same pre- and post-processing around another
   runtime's forward pass;
 * :mod:`.raster_function`: custom inference functions (Esri Python raster functions);
+* :mod:`.keras`, :mod:`.tensorflow`, and :mod:`.onnx` for ``Framework`` ``ONNX``: models
+  trained elsewhere (:mod:`.frameworks` says which run; :mod:`.conventions` how);
 
 with the output decoding they share in :mod:`.decoding`. The backends never import this
 package's ``__init__``; it imports them only when a model needs them, so opening an ONNX model
@@ -17,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rasterlearn.formats.model_source import load_model_definition
+from rasterlearn.inference.backends.frameworks import open_framework_predictor
 from rasterlearn.inference.predictors import Predictor
 
 
@@ -24,8 +27,10 @@ def open_predictor(model: str | Path | dict, device: str | None = None) -> Predi
     """Open a model for inference from an ``.emd`` path, a ``.dlpk``, a folder or JSON.
 
     The backend follows the definition: a custom ``InferenceFunction`` ``.py`` file runs
-    through the Python raster function protocol; a ``ModelFile`` ending ``.onnx`` through
-    onnxruntime; ``.pt``/``.ts`` as TorchScript; anything else is a rasterlearn PyTorch model.
+    through the Python raster function protocol; a ``Framework`` of Keras, TensorFlow or ONNX
+    with that framework (:func:`~.frameworks.open_framework_predictor`); a ``ModelFile`` ending
+    ``.onnx`` through onnxruntime; ``.pt``/``.ts`` as TorchScript; anything else is a
+    rasterlearn PyTorch model.
 
     Args:
         model: The model definition.
@@ -40,6 +45,9 @@ def open_predictor(model: str | Path | dict, device: str | None = None) -> Predi
         from rasterlearn.inference.backends.raster_function import RasterFunctionPredictor
 
         return RasterFunctionPredictor(definition, device)
+    other = open_framework_predictor(definition, device)
+    if other is not None:
+        return other
     model_file = str(definition.get("ModelFile") or "")
     suffix = Path(model_file).suffix.lower()
     if suffix == ".onnx":
