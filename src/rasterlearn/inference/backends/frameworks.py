@@ -23,6 +23,7 @@ The input and output conventions are those of
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 from types import ModuleType
 
@@ -119,6 +120,26 @@ def refuse_unsupported(definition: ModelDefinition) -> None:
             raise InputError(f"{what} ({definition.path or 'model definition'})", fix)
 
 
+def require_extra(framework: str) -> None:
+    """Refuse, before anything is loaded, a model whose framework's runtime is not installed.
+
+    Raises:
+        InputError: naming the extra to install (``pip install rasterlearn[...]``).
+    """
+    if framework not in EXTRAS:
+        return
+    try:
+        found = importlib.util.find_spec(framework) is not None
+    except (ImportError, ValueError):  # a module set to None in sys.modules, or broken
+        found = False
+    if not found:
+        raise InputError(
+            f"this model needs {'Keras' if framework == KERAS else 'TensorFlow'}, "
+            "which is not installed",
+            f"pip install rasterlearn[{EXTRAS[framework]}]",
+        )
+
+
 def import_framework(framework: str) -> ModuleType:
     """Import a framework's runtime, quietly, or say which extra to install.
 
@@ -131,18 +152,17 @@ def import_framework(framework: str) -> ModuleType:
     Raises:
         InputError: when the runtime is not installed, naming the extra to install.
     """
+    require_extra(framework)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     if framework == KERAS:
         os.environ.setdefault("KERAS_BACKEND", "torch")
     try:
         return importlib.import_module(framework)
-    except ImportError:
-        extra = EXTRAS[framework]
+    except ImportError as err:
         raise InputError(
-            f"this model needs {'Keras' if framework == KERAS else 'TensorFlow'}, "
-            "which is not installed",
-            f"pip install rasterlearn[{extra}]",
+            f"cannot import {framework}: {err}",
+            f"pip install --force-reinstall rasterlearn[{EXTRAS[framework]}]",
         ) from None
 
 
@@ -160,6 +180,10 @@ def open_framework_predictor(definition: ModelDefinition, device: str | None) ->
     """
     refuse_unsupported(definition)
     framework = framework_of(definition)
+    if framework not in CONFIGURATIONS:
+        return None
+    known_configuration(definition, framework)  # one line, before any runtime is loaded
+    require_extra(framework)
     if framework == KERAS:
         from rasterlearn.inference.backends.keras import KerasPredictor
 
@@ -172,4 +196,3 @@ def open_framework_predictor(definition: ModelDefinition, device: str | None) ->
         from rasterlearn.inference.backends.onnx import ExternalOnnxPredictor
 
         return ExternalOnnxPredictor(definition, device)
-    return None

@@ -43,13 +43,13 @@ class KerasPredictor(ExternalPredictor):
     framework = KERAS
 
     def _load(self, definition: ModelDefinition) -> None:
-        keras = import_framework(KERAS)
         path = model_file(definition, "Keras")
         if path.suffix.lower() not in KERAS_SUFFIXES:
             raise InputError(
                 f"Keras model file {path} is not a .keras or .h5 file",
                 "save the model with model.save('name.keras') and name it in ModelFile",
             )
+        keras = import_framework(KERAS)
         if self.device.type == "cpu":
             use_all_cpu_threads()
         self._keras = keras

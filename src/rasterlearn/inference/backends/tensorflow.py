@@ -59,14 +59,13 @@ class TensorFlowPredictor(ExternalPredictor):
     framework = TENSORFLOW
 
     def _load(self, definition: ModelDefinition) -> None:
-        tf = import_framework(TENSORFLOW)
-        self._tf = tf
         path = definition.resolve("ModelFile")
         if path is None or not path.exists():
             raise InputError(
                 f"TensorFlow model {path or '(no ModelFile)'} does not exist",
                 "name the SavedModel folder or the frozen graph (.pb) in the .emd's ModelFile",
             )
+        self._tf = import_framework(TENSORFLOW)
         try:
             if path.is_dir():
                 self._load_saved_model(path)
