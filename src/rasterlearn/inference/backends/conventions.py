@@ -218,7 +218,7 @@ class ExternalPredictor(Predictor):
             x = np.where(valid[:, None], tiles[:, bands], np.zeros((), tiles.dtype))
             data_range = self.definition.get("DataRange")
             if data_range and self.configuration not in RAW_INPUT_CONFIGURATIONS:
-                x = _scale_to_range(x, data_range)
+                x = scale_to_data_range(x, data_range)
             x = _cast(x, self.input_dtype)
         x = self._resized(x)
         if self.channels_last:
@@ -280,7 +280,7 @@ class ExternalPredictor(Predictor):
                 f"return {k + 1} channels (background first) or {k} (the Classes in order)",
             )
         self._check_shape(out, (n, out.shape[1], height, width))
-        probs = _probabilities(out, multi_label=False)
+        probs = as_probabilities(out, multi_label=False)
         if out.shape[1] == k:
             probs = np.concatenate([np.zeros_like(probs[:, :1]), probs], axis=1)
         return probs
@@ -294,7 +294,7 @@ class ExternalPredictor(Predictor):
                 f"{self._name()} returns scores of shape {out.shape} for {k} Classes",
                 f"return (N, {k}) scores, the Classes in order",
             )
-        return _probabilities(out, self.multi_label)
+        return as_probabilities(out, self.multi_label)
 
     def predict_objects(
         self, tiles: np.ndarray, valid: np.ndarray, arguments: dict[str, Any]
@@ -369,7 +369,7 @@ def _odapi_detections(
     }
 
 
-def _probabilities(out: np.ndarray, multi_label: bool) -> np.ndarray:
+def as_probabilities(out: np.ndarray, multi_label: bool) -> np.ndarray:
     """Scores along axis 1 as probabilities: kept when they are already, else from logits."""
     out = np.asarray(out, dtype=np.float32)
     if multi_label:
@@ -383,7 +383,7 @@ def _probabilities(out: np.ndarray, multi_label: bool) -> np.ndarray:
 _TYPE_RANGES = {np.dtype(t): (np.iinfo(t).min, np.iinfo(t).max) for t in (np.uint8, np.uint16)}
 
 
-def _scale_to_range(x: np.ndarray, data_range: list[float]) -> np.ndarray:
+def scale_to_data_range(x: np.ndarray, data_range: list[float]) -> np.ndarray:
     """Pixels scaled from their type's range (8 and 16 bit) to ``DataRange``."""
     lo, hi = float(data_range[0]), float(data_range[1])
     low, high = _TYPE_RANGES.get(x.dtype, (None, None))
