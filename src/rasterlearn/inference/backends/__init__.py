@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rasterlearn.formats.emd import ModelDefinition
 from rasterlearn.formats.model_source import load_model_definition
-from rasterlearn.inference.backends.frameworks import open_framework_predictor
+from rasterlearn.inference.backends.frameworks import KERAS, ONNX, TENSORFLOW, runnable_framework
 from rasterlearn.inference.predictors import Predictor
 
 
@@ -28,7 +29,7 @@ def open_predictor(model: str | Path | dict, device: str | None = None) -> Predi
 
     The backend follows the definition: a custom ``InferenceFunction`` ``.py`` file runs
     through the Python raster function protocol; a ``Framework`` of Keras, TensorFlow or ONNX
-    with that framework (:func:`~.frameworks.open_framework_predictor`); a ``ModelFile`` ending
+    with that framework (:func:`~.frameworks.runnable_framework`); a ``ModelFile`` ending
     ``.onnx`` through onnxruntime; ``.pt``/``.ts`` as TorchScript; anything else is a
     rasterlearn PyTorch model.
 
@@ -45,9 +46,9 @@ def open_predictor(model: str | Path | dict, device: str | None = None) -> Predi
         from rasterlearn.inference.backends.raster_function import RasterFunctionPredictor
 
         return RasterFunctionPredictor(definition, device)
-    other = open_framework_predictor(definition, device)
-    if other is not None:
-        return other
+    framework = runnable_framework(definition)
+    if framework is not None:
+        return _other_framework(framework, definition, device)
     model_file = str(definition.get("ModelFile") or "")
     suffix = Path(model_file).suffix.lower()
     if suffix == ".onnx":
@@ -61,3 +62,19 @@ def open_predictor(model: str | Path | dict, device: str | None = None) -> Predi
     from rasterlearn.inference.backends.pytorch import TorchPredictor
 
     return TorchPredictor(definition, device)
+
+
+def _other_framework(framework: str, definition: ModelDefinition, device: str | None) -> Predictor:
+    """The predictor of a model trained with Keras, TensorFlow, or exported to ONNX elsewhere."""
+    if framework == KERAS:
+        from rasterlearn.inference.backends.keras import KerasPredictor
+
+        return KerasPredictor(definition, device)
+    if framework == TENSORFLOW:
+        from rasterlearn.inference.backends.tensorflow import TensorFlowPredictor
+
+        return TensorFlowPredictor(definition, device)
+    assert framework == ONNX
+    from rasterlearn.inference.backends.onnx import ExternalOnnxPredictor
+
+    return ExternalOnnxPredictor(definition, device)

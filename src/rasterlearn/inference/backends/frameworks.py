@@ -2,8 +2,9 @@
 
 An ``.emd`` written for ArcGIS names the framework a model was trained with (``Framework``) and,
 for Esri's built-in raster functions, a well-known model layout (``ModelConfiguration``, see
-Esri/raster-deep-learning ``docs/writing_model_definition.md``). :func:`open_framework_predictor`
-opens those that run here, and refuses the others with one line saying why and what to do:
+Esri/raster-deep-learning ``docs/writing_model_definition.md``). :func:`runnable_framework`
+tells which run here (``open_predictor`` then opens them with their backend), and refuses the
+others with one line saying why and what to do:
 
 =============  =========================================  ======================================
 Framework      ModelConfiguration                         runs with
@@ -29,7 +30,6 @@ from types import ModuleType
 
 from rasterlearn.errors import InputError
 from rasterlearn.formats.emd import ModelConfigurationSpec, ModelDefinition
-from rasterlearn.inference.predictors import Predictor
 
 KERAS, TENSORFLOW, ONNX = "keras", "tensorflow", "onnx"
 
@@ -166,33 +166,19 @@ def import_framework(framework: str) -> ModuleType:
         ) from None
 
 
-def open_framework_predictor(definition: ModelDefinition, device: str | None) -> Predictor | None:
-    """A predictor for a Keras, TensorFlow or ONNX model from elsewhere, or None.
-
-    Returns:
-        The predictor; None when the ``Framework`` is not one of these (a rasterlearn or an
-        arcgis.learn model: the caller picks its backend).
+def runnable_framework(definition: ModelDefinition) -> str | None:
+    """The framework (:data:`KERAS`, :data:`TENSORFLOW`, :data:`ONNX`) whose backend runs the
+    model, checked before any runtime loads; None for other frameworks (rasterlearn's own,
+    arcgis.learn's: the caller picks their backend).
 
     Raises:
         InputError: for a framework or configuration that does not run here (one line: why,
-            and what to do), a missing runtime (the extra to install), or a missing or
-            damaged model file.
+            and what to do), or a missing runtime (the extra to install).
     """
     refuse_unsupported(definition)
     framework = framework_of(definition)
     if framework not in CONFIGURATIONS:
         return None
-    known_configuration(definition, framework)  # one line, before any runtime is loaded
+    known_configuration(definition, framework)
     require_extra(framework)
-    if framework == KERAS:
-        from rasterlearn.inference.backends.keras import KerasPredictor
-
-        return KerasPredictor(definition, device)
-    if framework == TENSORFLOW:
-        from rasterlearn.inference.backends.tensorflow import TensorFlowPredictor
-
-        return TensorFlowPredictor(definition, device)
-    if framework == ONNX:
-        from rasterlearn.inference.backends.onnx import ExternalOnnxPredictor
-
-        return ExternalOnnxPredictor(definition, device)
+    return framework
