@@ -315,6 +315,35 @@ class Predictor:
         raise NotImplementedError(f"{type(self).__name__} does not classify objects")
 
 
+def class_value_probabilities(
+    classes: np.ndarray, class_values: np.ndarray, source: str
+) -> np.ndarray:
+    """One-hot probabilities ``(N, K + 1, H, W)`` from class values ``(N, H, W)``.
+
+    Args:
+        classes: The class value of each pixel (0 for background).
+        class_values: ``[0, *Values of Classes]``, the value of each output channel.
+        source: What gave the values, for the error message.
+
+    Raises:
+        InputError: for values that are neither 0 nor a class ``Value``.
+    """
+    order = np.argsort(class_values, kind="stable")
+    ordered = class_values[order]
+    index = np.clip(np.searchsorted(ordered, classes), 0, len(class_values) - 1)
+    known = ordered[index] == classes
+    if not known.all():
+        unknown = sorted({int(v) for v in np.unique(classes[~known])})
+        raise InputError(
+            f"{source} returned class values {unknown[:10]} that the model's Classes do not "
+            f"hold ({list(class_values[1:])})",
+            "return 0 or a class Value of the .emd's Classes",
+        )
+    out = np.zeros((classes.shape[0], len(class_values), *classes.shape[1:]), dtype=np.float32)
+    np.put_along_axis(out, order[index][:, None], 1.0, axis=1)
+    return out
+
+
 def pick_device(device: str | None) -> str:
     """``cuda`` when a GPU is there and no device is asked for, else ``cpu``.
 

@@ -6,6 +6,8 @@ Each backend implements :class:`~rasterlearn.inference.predictors.Predictor`:
 * :mod:`.torchscript` and :mod:`.onnx`: the same pre- and post-processing around another
   runtime's forward pass;
 * :mod:`.raster_function`: custom inference functions (Esri Python raster functions);
+* :mod:`.keras`, :mod:`.tensorflow`, and :mod:`.onnx` for ``Framework`` ``ONNX``: models
+  trained elsewhere (:mod:`.frameworks` says which run; :mod:`.conventions` how);
 
 with the output decoding they share in :mod:`.decoding`. The backends never import this
 package's ``__init__``; it imports them only when a model needs them, so opening an ONNX model
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rasterlearn.formats.emd import ModelDefinition
 from rasterlearn.formats.model_source import load_model_definition
+from rasterlearn.inference.backends.frameworks import KERAS, ONNX, TENSORFLOW, runnable_framework
 from rasterlearn.inference.predictors import Predictor
 
 
@@ -24,8 +28,10 @@ def open_predictor(model: str | Path | dict, device: str | None = None) -> Predi
     """Open a model for inference from an ``.emd`` path, a ``.dlpk``, a folder or JSON.
 
     The backend follows the definition: a custom ``InferenceFunction`` ``.py`` file runs
-    through the Python raster function protocol; a ``ModelFile`` ending ``.onnx`` through
-    onnxruntime; ``.pt``/``.ts`` as TorchScript; anything else is a rasterlearn PyTorch model.
+    through the Python raster function protocol; a ``Framework`` of Keras, TensorFlow or ONNX
+    with that framework (:func:`~.frameworks.runnable_framework`); a ``ModelFile`` ending
+    ``.onnx`` through onnxruntime; ``.pt``/``.ts`` as TorchScript; anything else is a
+    rasterlearn PyTorch model.
 
     Args:
         model: The model definition.
@@ -40,6 +46,9 @@ def open_predictor(model: str | Path | dict, device: str | None = None) -> Predi
         from rasterlearn.inference.backends.raster_function import RasterFunctionPredictor
 
         return RasterFunctionPredictor(definition, device)
+    framework = runnable_framework(definition)
+    if framework is not None:
+        return _other_framework(framework, definition, device)
     model_file = str(definition.get("ModelFile") or "")
     suffix = Path(model_file).suffix.lower()
     if suffix == ".onnx":
@@ -53,3 +62,19 @@ def open_predictor(model: str | Path | dict, device: str | None = None) -> Predi
     from rasterlearn.inference.backends.pytorch import TorchPredictor
 
     return TorchPredictor(definition, device)
+
+
+def _other_framework(framework: str, definition: ModelDefinition, device: str | None) -> Predictor:
+    """The predictor of a model trained with Keras, TensorFlow, or exported to ONNX elsewhere."""
+    if framework == KERAS:
+        from rasterlearn.inference.backends.keras import KerasPredictor
+
+        return KerasPredictor(definition, device)
+    if framework == TENSORFLOW:
+        from rasterlearn.inference.backends.tensorflow import TensorFlowPredictor
+
+        return TensorFlowPredictor(definition, device)
+    assert framework == ONNX
+    from rasterlearn.inference.backends.onnx import ExternalOnnxPredictor
+
+    return ExternalOnnxPredictor(definition, device)

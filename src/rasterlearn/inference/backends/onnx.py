@@ -32,6 +32,7 @@ import torch
 from rasterlearn.data.normalization import Normalizer
 from rasterlearn.errors import InputError
 from rasterlearn.formats.emd import ModelDefinition
+from rasterlearn.inference.backends.conventions import ExternalPredictor
 from rasterlearn.inference.backends.decoding import (
     DEFAULT_NMS_OVERLAP,
     dense_output,
@@ -39,10 +40,12 @@ from rasterlearn.inference.backends.decoding import (
     is_multi_label,
     suppress,
 )
+from rasterlearn.inference.backends.frameworks import ONNX
 from rasterlearn.inference.backends.pytorch import TorchPredictor, model_file
 from rasterlearn.inference.predictors import DETECTION, INSTANCE
 
 _NUMPY_TYPES = {
+    "tensor(uint8)": np.uint8,
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
     "tensor(double)": np.float64,
@@ -139,3 +142,38 @@ class OnnxPredictor(TorchPredictor):
             parts = [dense_output(self._run(array[i : i + 1])) for i in range(len(array))]
             return torch.cat(parts).float()
         return dense_output(self._run(array)).float()
+
+
+class ExternalOnnxPredictor(ExternalPredictor):
+    """An ONNX model exported by another tool (``Framework`` ``ONNX``), run by onnxruntime.
+
+    Args:
+        definition: The model definition; its ``ModelFile`` is the ``.onnx`` file.
+        device: ``cpu``, ``cuda`` or ``cuda:N``; default the GPU when there is one.
+
+    Raises:
+        InputError: for a missing or damaged ``.onnx`` file, or a graph with other than one
+            input.
+    """
+
+    framework = ONNX
+    default_channels_last = False
+
+    def _load(self, definition: ModelDefinition) -> None:
+        path = model_file(definition, "ONNX")
+        self.session = inference_session(path, self.device)
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise InputError(
+                f"ONNX model {path} has {len(inputs)} inputs, expected one image input",
+                "export the model with a single image input",
+            )
+        self.input_name = inputs[0].name
+        shape = inputs[0].shape
+        self.input_shape = tuple(d if isinstance(d, int) and d > 0 else None for d in shape)
+        self.input_dtype = np.dtype(_NUMPY_TYPES.get(inputs[0].type, np.float32))
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        values = self.session.run(None, {self.input_name: batch})
+        return dict(zip(self.output_names, values, strict=True))

@@ -68,6 +68,7 @@ from rasterlearn.inference.predictors import (
     ModelInfo,
     Predictor,
     TileDetections,
+    class_value_probabilities,
     inference_arguments,
     model_info,
     pick_device,
@@ -391,7 +392,6 @@ class RasterFunctionPredictor(Predictor):
         bands = self._bands(config, tiles.shape[1])
         pad = int(config.get("padding") or 0)
         class_values = np.array([0, *(v for v, _, _ in self.info.classes)], dtype=np.int64)
-        order = np.argsort(class_values)
         n, _, height, width = tiles.shape
         out = np.zeros((n, len(class_values), height, width), dtype=np.float32)
         for i in range(n):
@@ -415,18 +415,8 @@ class RasterFunctionPredictor(Predictor):
             if output_mask is not None:
                 keep = self._block(output_mask, height, width, "output_mask") != 0
                 classes = np.where(keep, classes, 0)
-            index = np.searchsorted(class_values[order], classes)
-            index = np.clip(index, 0, len(class_values) - 1)
-            known = class_values[order][index] == classes
-            if not known.all():
-                unknown = sorted({int(v) for v in np.unique(classes[~known])})
-                raise InputError(
-                    f"inference function {self.path.name} returned class values {unknown[:10]} "
-                    f"that the model's Classes do not hold ({list(class_values[1:])})",
-                    "return 0 or a class Value of the .emd's Classes",
-                )
-            channel = order[index]
-            np.put_along_axis(out[i], channel[None], 1.0, axis=0)
+            source = f"inference function {self.path.name}"
+            out[i] = class_value_probabilities(classes[None], class_values, source)[0]
         return out
 
     def _block(self, array: Any, height: int, width: int, key: str) -> np.ndarray:
