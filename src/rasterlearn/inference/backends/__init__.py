@@ -6,6 +6,7 @@ Each backend implements :class:`~rasterlearn.inference.predictors.Predictor`:
 * :mod:`.torchscript` and :mod:`.onnx`: the same pre- and post-processing around another
   runtime's forward pass;
 * :mod:`.raster_function`: custom inference functions (Esri Python raster functions);
+* :mod:`.arcgis_learn`: models trained with arcgis.learn whose network torchvision builds;
 
 with the output decoding they share in :mod:`.decoding`. The backends never import this
 package's ``__init__``; it imports them only when a model needs them, so opening an ONNX model
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rasterlearn.formats.emd import ARCGIS_LEARN_FRAMEWORK, is_rasterlearn_model
 from rasterlearn.formats.model_source import load_model_definition
 from rasterlearn.inference.predictors import Predictor
 
@@ -23,9 +25,11 @@ from rasterlearn.inference.predictors import Predictor
 def open_predictor(model: str | Path | dict, device: str | None = None) -> Predictor:
     """Open a model for inference from an ``.emd`` path, a ``.dlpk``, a folder or JSON.
 
-    The backend follows the definition: a custom ``InferenceFunction`` ``.py`` file runs
-    through the Python raster function protocol; a ``ModelFile`` ending ``.onnx`` through
-    onnxruntime; ``.pt``/``.ts`` as TorchScript; anything else is a rasterlearn PyTorch model.
+    The backend follows the definition: an arcgis.learn model (its ``Framework``) is rebuilt
+    from torchvision; a custom ``InferenceFunction`` ``.py`` file runs through the Python
+    raster function protocol (except in rasterlearn's own models, whose function is for
+    ArcGIS Pro); a ``ModelFile`` ending ``.onnx`` through onnxruntime; ``.pt``/``.ts`` as
+    TorchScript; anything else is a rasterlearn PyTorch model.
 
     Args:
         model: The model definition.
@@ -35,8 +39,13 @@ def open_predictor(model: str | Path | dict, device: str | None = None) -> Predi
         InputError: for missing or damaged model files.
     """
     definition = load_model_definition(model)
+    if str(definition.get("Framework") or "").strip() == ARCGIS_LEARN_FRAMEWORK:
+        from rasterlearn.inference.backends.arcgis_learn import ArcGISLearnPredictor
+
+        return ArcGISLearnPredictor(definition, device)
     function = str(definition.get("InferenceFunction") or "")
-    if function.lower().endswith(".py") and not function.startswith("[Functions]"):
+    custom = function.lower().endswith(".py") and not function.startswith("[Functions]")
+    if custom and not is_rasterlearn_model(definition):
         from rasterlearn.inference.backends.raster_function import RasterFunctionPredictor
 
         return RasterFunctionPredictor(definition, device)
