@@ -68,7 +68,11 @@ def _pixels(function: object, raster: np.ndarray, spec: dict, config: dict, scal
     for r, c in _blocks(spec["extent"], ty, tx):
         pixels, mask = _window(raster, r - pad, c - pad, ty + 2 * pad, tx + 2 * pad)
         blocks = function.updatePixels(
-            (c, r), (ty, tx), {"pixelType": info["pixelType"]}, raster_pixels=pixels, raster_mask=mask
+            (c, r),
+            (ty, tx),
+            {"pixelType": info["pixelType"]},
+            raster_pixels=pixels,
+            raster_mask=mask,
         )
         values = np.where(blocks["output_mask"] != 0, blocks["output_pixels"], -1)
         h, w = min(ty, row + rows - r), min(tx, col + cols - c)
