@@ -3,9 +3,10 @@
 Each model is built here as arcgis.learn builds it for training (torchvision's detector with
 frozen batch norm on a ResNet-50 pyramid, sized 1.5x / 2x the chip, a box predictor for
 background + the classes), saved as fastai saves it (a bare state dict) beside an ``.emd``
-with the keys arcgis.learn 2.2 writes, and run through the inference
-tools (the ``.dlpk`` form opens through the same model source as every backend's). The reference is torchvision's own prediction of the same network on the same tiles
-(pixels / 255: the network's transform applies ImageNet's statistics).
+with the keys arcgis.learn 2.2 writes, and run through the inference tools (a ``.dlpk`` opens
+through the same model source as every backend's). The reference is torchvision's own
+prediction of the same network on the same tiles (pixels / 255: the network's transform
+applies ImageNet's statistics).
 """
 
 from __future__ import annotations
