@@ -42,12 +42,6 @@ def pro_model_file(name: str) -> str:
     return f"{name}-cpu.pt"
 
 
-def has_pro_function(definition: ModelDefinition) -> bool:
-    """Whether the definition names rasterlearn's Pro raster function and its TorchScript copy."""
-    script = definition.get("TorchScript") or {}
-    return definition.get("InferenceFunction") == PRO_FUNCTION_FILE and bool(script.get("CPU"))
-
-
 def function_source() -> str:
     """The raster function's source, as written into packages."""
     return inspect.getsource(pro_function)

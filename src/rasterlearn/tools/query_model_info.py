@@ -9,6 +9,7 @@ from typing import Any
 from rasterlearn.errors import RasterLearnError
 from rasterlearn.formats.dlpk import DlpkInfo, inspect_dlpk
 from rasterlearn.formats.emd import (
+    ARCGIS_LEARN_FRAMEWORK,
     PRO_FUNCTIONS_PREFIX,
     ModelConfigurationSpec,
     ModelDefinition,
@@ -137,7 +138,9 @@ def _inference_arguments(md: ModelDefinition) -> list[str]:
 
     function = str(md.get("InferenceFunction") or "")
     custom = function.lower().endswith(".py") and not function.startswith("[Functions]")
-    if custom and not is_rasterlearn_model(md):
+    # rasterlearn runs its own and arcgis.learn's models itself, not through their function
+    arcgis_learn = str(md.get("Framework") or "").strip() == ARCGIS_LEARN_FRAMEWORK
+    if custom and not is_rasterlearn_model(md) and not arcgis_learn:
         return [
             f"inference arguments: declared by the custom inference function {function} "
             "(its getParameterInfo); pass them with --arg NAME=VALUE"
