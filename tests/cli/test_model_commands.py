@@ -172,5 +172,9 @@ def test_info_lists_the_inference_arguments(app: typer.Typer, tmp_path: Path) ->
     assert listed["padding"] == "104"
     assert listed["threshold"] == "0.5" and listed["nms_overlap"] == "0.1"
     assert listed["exclude_pad_detections"] == "true"
+    # an arcgis.learn FasterRCNN runs in rasterlearn itself, with these arguments
     code, out, _ = run(app, "model", "info", json.dumps(EMD))
+    assert "inference arguments (--arg NAME=VALUE):" in out.splitlines()
+    custom = {**EMD, "Framework": "Custom"}
+    code, out, _ = run(app, "model", "info", json.dumps(custom))
     assert "declared by the custom inference function ArcGISObjectDetector.py" in out

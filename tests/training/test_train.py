@@ -116,11 +116,15 @@ def test_model_folder_and_package(trained, key):
     with zipfile.ZipFile(folder / f"{name}.dlpk") as z:
         names = set(z.namelist())
     assert f"{name}.emd" in names and f"{name}.pth" in names
+    # what ArcGIS Pro runs: the raster function and the TorchScript copy of the model
+    assert {"RasterlearnFunction.py", f"{name}-cpu.pt"} <= names
     assert all(not n.startswith("/") and ".." not in n for n in names)
     assert [n for n in names if n.endswith(".emd")] == [f"{name}.emd"]
 
     emd = json.loads((folder / f"{name}.emd").read_text())
     assert emd["ModelFile"] == f"{name}.pth"
+    assert emd["Framework"] == "PyTorch" and emd["InferenceFunction"] == "RasterlearnFunction.py"
+    assert emd["TorchScript"] == {"CPU": f"{name}-cpu.pt"} and "RasterlearnVersion" in emd
     assert emd["ImageHeight"] == emd["ImageWidth"] == 64
     assert emd["ModelFormat"] == "NCHW"
     assert isinstance(emd["LearningRate"], str)

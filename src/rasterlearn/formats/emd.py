@@ -44,12 +44,19 @@ __all__ = [
     "ModelDefinition",
     "NormalizationStats",
     "is_placeholder",
+    "is_rasterlearn_model",
 ]
 
 PRO_FUNCTIONS_PREFIX = "[Functions]"
 """``InferenceFunction`` values starting with this name a file shipped inside ArcGIS Pro."""
 
 MONITORED_PREFIX = "monitored_"
+
+ARCGIS_LEARN_FRAMEWORK = "arcgis.learn.models._inferencing"
+"""``Framework`` of models trained with arcgis.learn (ArcGIS Pro's Train tool, notebooks)."""
+
+RASTERLEARN_FRAMEWORK = "rasterlearn"
+"""``Framework`` of models trained by rasterlearn before their packages ran in ArcGIS Pro."""
 
 _MISSING = object()
 
@@ -712,6 +719,17 @@ class ModelDefinition(EsriObject):
             if self._base_folder is None:
                 self._base_folder = target.parent
         return target
+
+
+def is_rasterlearn_model(definition: ModelDefinition) -> bool:
+    """Whether a model was trained by rasterlearn (its ``.pth`` is one of our architectures).
+
+    Our models carry ``RasterlearnVersion``; packages written before they ran in ArcGIS Pro
+    say so by ``Framework`` ``rasterlearn`` instead (their Framework is now ``PyTorch``, with
+    a Python raster function for ArcGIS Pro that rasterlearn itself does not need).
+    """
+    framework = str(definition.get("Framework") or "").strip().lower()
+    return definition.get("RasterlearnVersion") is not None or framework == RASTERLEARN_FRAMEWORK
 
 
 def _read_text(path: Path) -> str:

@@ -40,7 +40,7 @@ from torch import nn
 
 from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.formats.dlpk import create_dlpk
-from rasterlearn.formats.emd import PRO_FUNCTIONS_PREFIX, ModelDefinition
+from rasterlearn.formats.emd import PRO_FUNCTIONS_PREFIX, ModelDefinition, is_rasterlearn_model
 from rasterlearn.formats.model_source import load_model_definition
 from rasterlearn.inference.backends import open_predictor
 from rasterlearn.inference.backends.decoding import DETECTION_OUTPUTS
@@ -142,7 +142,8 @@ def export_trained_model(
 
 def _check_exportable(definition: ModelDefinition) -> None:
     function = str(definition.get("InferenceFunction") or "")
-    if function.lower().endswith(".py") and not function.startswith(PRO_FUNCTIONS_PREFIX):
+    custom = function.lower().endswith(".py") and not function.startswith(PRO_FUNCTIONS_PREFIX)
+    if custom and not is_rasterlearn_model(definition):
         path = definition.resolve("InferenceFunction")
         if path is not None and not path.is_file():
             raise InputError(
@@ -265,6 +266,15 @@ def _detector_axes(names: tuple[str, ...]) -> dict[str, dict[int, str]]:
     return axes
 
 
+def write_torchscript(trained: TrainedModel, path: Path) -> dict[str, Any]:
+    """Write a TorchScript copy of a trained model as ``rasterlearn model export`` does.
+
+    Returns:
+        What the ``.emd`` records of the export (format, outputs, score threshold...).
+    """
+    return _export(trained, trained.model.task, "torchscript", path)
+
+
 def _write(
     module: nn.Module,
     args: tuple[torch.Tensor, ...],
@@ -302,10 +312,16 @@ def _write(
 
 
 def _copy_report(definition: ModelDefinition, folder: Path) -> None:
+    """The training report and, when the model has them, its ArcGIS Pro raster function and
+    TorchScript copy (so that the exported folder runs in ArcGIS Pro too)."""
     source = definition.path.parent if definition.path is not None else None
     if source is None:
         return
-    for name in REPORT_FILES:
+    pro_files = [str(v) for v in (definition.get("TorchScript") or {}).values() if v]
+    function = str(definition.get("InferenceFunction") or "")
+    if function.lower().endswith(".py") and not function.startswith(PRO_FUNCTIONS_PREFIX):
+        pro_files.append(function)
+    for name in (*REPORT_FILES, *pro_files):
         path = source / name
         if path.is_dir():
             shutil.copytree(path, folder / name)

@@ -1,10 +1,19 @@
-"""Package a model folder as a .dlpk: a flat zip of the folder holding exactly one .emd."""
+"""Package a model folder as a .dlpk: a flat zip of the folder holding exactly one .emd.
+
+A rasterlearn model folder written before its packages ran in ArcGIS Pro (no
+``RasterlearnFunction.py``) is packaged from a copy that gets the Pro raster function and the
+TorchScript copy of the model (:mod:`rasterlearn.inference.pro_package`); the folder itself is
+left as it is.
+"""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 from rasterlearn.formats.dlpk import create_dlpk, inspect_dlpk
+from rasterlearn.formats.emd import ModelDefinition, is_rasterlearn_model
 from rasterlearn.tools.declaration import INPUT, OUTPUT, Parameter, declare
 from rasterlearn.tools.parameters import OVERWRITE
 from rasterlearn.tools.query_model_info import byte_size
@@ -21,7 +30,25 @@ def package_model(
     Raises:
         RasterLearnError: for a folder without exactly one .emd, or an existing package.
     """
-    return create_dlpk(model_folder, out, overwrite=overwrite)
+    folder = Path(model_folder)
+    emds = sorted(folder.glob("*.emd")) if folder.is_dir() else []
+    if len(emds) != 1 or not _lacks_pro_function(emds[0]):
+        return create_dlpk(folder, out, overwrite=overwrite)
+    from rasterlearn.inference.pro_package import add_pro_function
+
+    target = Path(out) if out is not None else folder / f"{emds[0].stem}.dlpk"
+    with tempfile.TemporaryDirectory(prefix="rasterlearn-package-") as tmp:
+        staged = Path(tmp) / folder.name
+        shutil.copytree(folder, staged, ignore=shutil.ignore_patterns("*.dlpk"))
+        add_pro_function(staged / emds[0].name)
+        return create_dlpk(staged, target.absolute(), overwrite=overwrite)
+
+
+def _lacks_pro_function(emd: Path) -> bool:
+    """A rasterlearn model whose folder lacks the ArcGIS Pro raster function."""
+    definition = ModelDefinition.load(emd)
+    function = str(definition.get("InferenceFunction") or "")
+    return is_rasterlearn_model(definition) and not function.lower().endswith(".py")
 
 
 def _result_lines(path: Path) -> list[str]:

@@ -8,7 +8,13 @@ from typing import Any
 
 from rasterlearn.errors import RasterLearnError
 from rasterlearn.formats.dlpk import DlpkInfo, inspect_dlpk
-from rasterlearn.formats.emd import PRO_FUNCTIONS_PREFIX, ModelConfigurationSpec, ModelDefinition
+from rasterlearn.formats.emd import (
+    ARCGIS_LEARN_FRAMEWORK,
+    PRO_FUNCTIONS_PREFIX,
+    ModelConfigurationSpec,
+    ModelDefinition,
+    is_rasterlearn_model,
+)
 from rasterlearn.formats.model_source import load_model_definition
 from rasterlearn.tools.declaration import INPUT, Parameter, declare
 
@@ -131,7 +137,10 @@ def _inference_arguments(md: ModelDefinition) -> list[str]:
     from rasterlearn.inference.predictors import model_info
 
     function = str(md.get("InferenceFunction") or "")
-    if function.lower().endswith(".py") and not function.startswith("[Functions]"):
+    custom = function.lower().endswith(".py") and not function.startswith("[Functions]")
+    # rasterlearn runs its own and arcgis.learn's models itself, not through their function
+    arcgis_learn = str(md.get("Framework") or "").strip() == ARCGIS_LEARN_FRAMEWORK
+    if custom and not is_rasterlearn_model(md) and not arcgis_learn:
         return [
             f"inference arguments: declared by the custom inference function {function} "
             "(its getParameterInfo); pass them with --arg NAME=VALUE"

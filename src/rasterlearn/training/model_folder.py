@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from rasterlearn.data.datasets import ChipDataset
 from rasterlearn.formats.dlpk import create_dlpk
 from rasterlearn.formats.emd import PRO_FUNCTIONS_PREFIX, ModelDefinition
+from rasterlearn.inference.pro_package import add_pro_function
 from rasterlearn.outputs import atomic_output
 from rasterlearn.training.fit import FitResult
 from rasterlearn.training.report import (
@@ -64,8 +65,10 @@ def write_model_folder(
     """Validate the fitted model once more and write its model folder atomically.
 
     The files are named after the folder: ``<name>.pth`` (state dict), ``<name>.emd``,
-    ``model_metrics.html`` with ``ModelCharacteristics/`` (loss log and figures), and
-    ``<name>.dlpk`` built from them.
+    ``model_metrics.html`` with ``ModelCharacteristics/`` (loss log and figures), the ArcGIS
+    Pro raster function with its TorchScript copy of the model
+    (:func:`~rasterlearn.inference.pro_package.add_pro_function`), and ``<name>.dlpk`` built
+    from them.
     """
     out_folder = settings.out_folder
     results = _validate(fitted.task, setup.valid_loader)
@@ -111,6 +114,7 @@ def _write_files(
     per_class = _per_class_by_name(setup, results)
     content = _emd_content(name, setup, fitted, results, per_class, monitored_metric)
     emd_path = ModelDefinition.load(content).save(folder / f"{name}.emd")
+    add_pro_function(emd_path)
     _write_report(folder, setup, fitted, results, per_class)
     dlpk_path = create_dlpk(folder, folder / f"{name}.dlpk")
     return emd_path, dlpk_path

@@ -8,6 +8,7 @@ Each backend implements :class:`~rasterlearn.inference.predictors.Predictor`:
 * :mod:`.raster_function`: custom inference functions (Esri Python raster functions);
 * :mod:`.keras`, :mod:`.tensorflow`, and :mod:`.onnx` for ``Framework`` ``ONNX``: models
   trained elsewhere (:mod:`.frameworks` says which run; :mod:`.conventions` how);
+* :mod:`.arcgis_learn`: models trained with arcgis.learn whose network torchvision builds;
 
 with the output decoding they share in :mod:`.decoding`. The backends never import this
 package's ``__init__``; it imports them only when a model needs them, so opening an ONNX model
@@ -18,7 +19,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rasterlearn.formats.emd import ModelDefinition
+from rasterlearn.formats.emd import (
+    ARCGIS_LEARN_FRAMEWORK,
+    ModelDefinition,
+    is_rasterlearn_model,
+)
 from rasterlearn.formats.model_source import load_model_definition
 from rasterlearn.inference.backends.frameworks import KERAS, ONNX, TENSORFLOW, runnable_framework
 from rasterlearn.inference.predictors import Predictor
@@ -27,11 +32,12 @@ from rasterlearn.inference.predictors import Predictor
 def open_predictor(model: str | Path | dict, device: str | None = None) -> Predictor:
     """Open a model for inference from an ``.emd`` path, a ``.dlpk``, a folder or JSON.
 
-    The backend follows the definition: a custom ``InferenceFunction`` ``.py`` file runs
-    through the Python raster function protocol; a ``Framework`` of Keras, TensorFlow or ONNX
-    with that framework (:func:`~.frameworks.runnable_framework`); a ``ModelFile`` ending
-    ``.onnx`` through onnxruntime; ``.pt``/``.ts`` as TorchScript; anything else is a
-    rasterlearn PyTorch model.
+    The backend follows the definition: an arcgis.learn model (its ``Framework``) is rebuilt
+    from torchvision; a custom ``InferenceFunction`` ``.py`` file runs through the Python
+    raster function protocol (except in rasterlearn's own models, whose function is for
+    ArcGIS Pro); a ``Framework`` of Keras, TensorFlow or ONNX with that framework
+    (:func:`~.frameworks.runnable_framework`); a ``ModelFile`` ending ``.onnx`` through
+    onnxruntime; ``.pt``/``.ts`` as TorchScript; anything else is a rasterlearn PyTorch model.
 
     Args:
         model: The model definition.
@@ -41,12 +47,18 @@ def open_predictor(model: str | Path | dict, device: str | None = None) -> Predi
         InputError: for missing or damaged model files.
     """
     definition = load_model_definition(model)
+    if str(definition.get("Framework") or "").strip() == ARCGIS_LEARN_FRAMEWORK:
+        from rasterlearn.inference.backends.arcgis_learn import ArcGISLearnPredictor
+
+        return ArcGISLearnPredictor(definition, device)
     function = str(definition.get("InferenceFunction") or "")
-    if function.lower().endswith(".py") and not function.startswith("[Functions]"):
+    custom = function.lower().endswith(".py") and not function.startswith("[Functions]")
+    ours = is_rasterlearn_model(definition)
+    if custom and not ours:
         from rasterlearn.inference.backends.raster_function import RasterFunctionPredictor
 
         return RasterFunctionPredictor(definition, device)
-    framework = runnable_framework(definition)
+    framework = None if ours else runnable_framework(definition)
     if framework is not None:
         return _other_framework(framework, definition, device)
     model_file = str(definition.get("ModelFile") or "")
