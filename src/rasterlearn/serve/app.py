@@ -11,10 +11,11 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from rasterlearn.errors import ParameterError, RasterLearnError
-from rasterlearn.serve import arcgis, ogc
+from rasterlearn.serve import arcgis, imagery, ogc, samples
 from rasterlearn.serve.auth import AuthError
 from rasterlearn.serve.data import UploadTooLarge
 from rasterlearn.serve.service import Service, ServiceError, Settings, running
+from rasterlearn.web.pages import mount_pages
 
 _OGC_EXCEPTION = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/"
 _CODES = {401: "unauthorized", 403: "forbidden", 404: "not-found", 413: "payload-too-large"}
@@ -78,6 +79,9 @@ def create_app(settings: Settings) -> FastAPI:
     _handlers(app)
     app.include_router(arcgis.router)
     app.include_router(ogc.router)
+    app.include_router(imagery.router)
+    app.include_router(samples.router)
+    mount_pages(app)
     return app
 
 

@@ -20,7 +20,8 @@ from rasterlearn.tools.declaration import INPUT, OUTPUT, Parameter, Tool
 SERVICE_PARAMETERS = ("cluster", "scheduler")
 """Parameters the service sets (from ``--cluster``/``--scheduler``), never a client."""
 
-_URL = re.compile(r"^(https?|s3|gs)://", re.I)
+URL = re.compile(r"^(https?|s3|gs)://", re.I)
+"""Raster inputs given as URLs (read remotely by GDAL, range requests)."""
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 _PATH_TYPES = ("raster", "features", "model", "file", "folder")
 
@@ -196,7 +197,7 @@ def _input_path(p: Parameter, key: str, value: Any, data: DataDir, owner: str) -
         return text  # the emd's JSON text
     if text.startswith("item:"):
         return str(data.upload(owner, text.removeprefix("item:")))
-    if p.type == "raster" and _URL.match(text):
+    if p.type == "raster" and URL.match(text):
         return text
     path = data.resolve(text, owner)
     if not path.exists():
