@@ -202,9 +202,10 @@ def write_samples(
                 "was loaded, so saving would lose those edits",
                 "reload the page to get them, then redo your changes",
             )
-        for stale in path.parent.glob(f".{path.name}.partial-*"):  # a crashed save's
+        for stale in path.parent.glob(partial_pattern(path)):  # a crashed save's
             stale.unlink(missing_ok=True)
-        temporary = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex[:8]}")
+        # GDAL wants the .gpkg extension on the temporary file too
+        temporary = path.with_name(partial_pattern(path).replace("*", uuid.uuid4().hex[:8]))
         try:
             _write_layer(temporary, path.stem, frame, classes)
             with temporary.open("rb") as f:
@@ -214,6 +215,11 @@ def write_samples(
             temporary.unlink(missing_ok=True)
             raise
         return revision_of(path)
+
+
+def partial_pattern(path: Path) -> str:
+    """The names a save of ``path`` writes before its rename (``*``: a random part)."""
+    return f".{path.stem}.partial-*{path.suffix}"
 
 
 def _write_layer(path: Path, layer: str, frame: gpd.GeoDataFrame, classes: list[ClassInfo]) -> None:
