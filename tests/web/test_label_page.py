@@ -37,7 +37,7 @@ def rendered(tab: Tab) -> None:
     tab.page.evaluate(
         """() => new Promise((done) => {
             const map = window.rasterlearn.map;
-            map.once("rendercomplete", done);
+            map.once("rendercomplete", () => done(true));
             map.render();
         })"""
     )

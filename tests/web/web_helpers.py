@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 import rasterio
-from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import BrowserContext, ConsoleMessage, Page, sync_playwright
 
 from rasterlearn.synthetic import SyntheticScene
 
@@ -108,15 +108,18 @@ def label_server(
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    """One Chromium for the session (Debian's, headless, canvas rendering)."""
+def browser() -> Iterator[BrowserContext]:
+    """One Chromium for the session (Debian's, headless, canvas rendering), and one context:
+    the pages share its cache (OpenLayers is compiled once)."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make chromium)")
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
         )
-        yield launched
+        context = launched.new_context(viewport=VIEWPORT, device_scale_factor=1)
+        yield context
+        context.close()
         launched.close()
 
 
@@ -130,19 +133,19 @@ def _watch(page: Page, tab: Tab) -> None:
 
 
 @pytest.fixture
-def tabs(browser: Browser) -> Iterator[Any]:
-    """``tabs()`` opens a page in a fresh browser context; after the test none of them may
-    have logged an error it did not expect."""
+def tabs(browser: BrowserContext) -> Iterator[Any]:
+    """``tabs()`` opens a page; after the test none of them may have logged an error it did
+    not expect."""
     opened: list[Tab] = []
-    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1)
 
     def open_tab() -> Tab:
-        tab = Tab(context.new_page())
+        tab = Tab(browser.new_page())
         _watch(tab.page, tab)
         opened.append(tab)
         return tab
 
     yield open_tab
     errors = [e for tab in opened for e in tab.unexpected()]
-    context.close()
+    for tab in opened:
+        tab.page.close()
     assert not errors, f"the pages logged errors: {errors}"

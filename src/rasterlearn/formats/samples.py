@@ -42,6 +42,7 @@ CLASSES_METADATA = "RASTERLEARN_CLASSES"
 NO_REVISION = "none"
 """The revision of samples not saved yet (no file)."""
 _SHAPES = ("Polygon", "MultiPolygon", "Point")
+_EMPTY = gpd.GeoDataFrame({VALUE_FIELD: [], NAME_FIELD: []}, geometry=[])
 
 
 class RevisionConflict(RasterLearnError):
@@ -119,8 +120,7 @@ def read_samples(path: Path) -> Samples:
     """
     revision = revision_of(path)
     if revision == NO_REVISION:
-        empty = gpd.GeoDataFrame({VALUE_FIELD: [], NAME_FIELD: []}, geometry=[])
-        return Samples(empty, [], revision)
+        return Samples(_EMPTY, [], revision)
     try:
         info = pyogrio.read_info(path)
         frame = pyogrio.read_dataframe(path)

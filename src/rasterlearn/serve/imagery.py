@@ -9,6 +9,8 @@ inputs, or an ``http(s)://``/``s3://`` URL (a COG read with range requests).
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,10 +38,14 @@ from rasterlearn.serve.values import URL
 router = APIRouter(prefix="/imagery", tags=["imagery"])
 
 _OPENED = WorkerCache(capacity=8)
+TILE_THREADS = 4
+"""Threads rendering tiles: each keeps its own handle of every raster shown (GDAL handles are
+not shared between threads), so their number bounds the handles and the memory they hold."""
+_TILE_THREADS = ThreadPoolExecutor(TILE_THREADS, thread_name_prefix="tiles")
 _OL_UNITS = {"metre": "m", "meter": "m", "foot": "ft", "us survey foot": "us-ft"}
 
 
-@dataclass(frozen=True)
+@dataclass
 class ShownRaster:
     """An opened raster with what showing it needs, kept while the file is unchanged."""
 
@@ -47,6 +53,7 @@ class ShownRaster:
     source: RasterSource
     pyramid: TilePyramid
     stats: list[BandStats]
+    info: dict[str, Any] | None = None
 
     def ranges(self, bands: list[int], stretch: str) -> list[tuple[float, float]]:
         dtype = self.source.info.dtype
@@ -90,7 +97,13 @@ def _crs(shown: ShownRaster) -> dict[str, Any]:
 
 
 def raster_info(shown: ShownRaster) -> dict[str, Any]:
-    """What the map needs to show the raster in its own coordinates."""
+    """What the map needs to show the raster in its own coordinates (made once per raster)."""
+    if shown.info is None:
+        shown.info = _describe(shown)
+    return shown.info
+
+
+def _describe(shown: ShownRaster) -> dict[str, Any]:
     info, pyramid = shown.source.info, shown.pyramid
     bands = [
         {
@@ -131,7 +144,7 @@ def info(
 
 
 @router.get("/tiles/{z}/{x}/{y}.png", summary="A PNG tile in the raster's own coordinates")
-def tile(
+async def tile(
     request: Request,
     z: int,
     x: int,
@@ -141,7 +154,18 @@ def tile(
     stretch: str = Query("", description="none, minmax or stddev"),
     owner: str = Depends(caller),
 ) -> Response:
-    shown = shown_raster(request.app.state.service, raster, owner)
+    service = request.app.state.service
+    loop = asyncio.get_running_loop()
+    png = await loop.run_in_executor(
+        _TILE_THREADS, _tile_png, service, raster, owner, (z, x, y), bands, stretch
+    )
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=60"})
+
+
+def _tile_png(
+    service: Service, raster: str, owner: str, zxy: tuple[int, int, int], bands: str, stretch: str
+) -> bytes:
+    shown = shown_raster(service, raster, owner)
     count = shown.source.info.count
     try:
         chosen = [int(b) for b in bands.split(",")] if bands else default_bands(count)
@@ -149,7 +173,4 @@ def tile(
         raise ParameterError(f"bands {bands!r} are not band numbers", "give e.g. 3,2,1") from None
     check_bands(chosen, count)
     ranges = shown.ranges(chosen, stretch or default_stretch(shown.source.info.dtype))
-    rgba = render_tile(shown.source, shown.pyramid, z, x, y, chosen, ranges)
-    return Response(
-        png_bytes(rgba), media_type="image/png", headers={"Cache-Control": "private, max-age=60"}
-    )
+    return png_bytes(render_tile(shown.source, shown.pyramid, *zxy, chosen, ranges))
