@@ -21,18 +21,16 @@ function styleFor(table, selected) {
     if (!cache.has(key)) {
       const stroke = new ol.style.Stroke({ color: `rgb(${key})`, width: selected ? 3 : 2 });
       const fill = new ol.style.Fill({ color: `rgba(${key},${selected ? 0.35 : 0.15})` });
+      // a dark (selected: white) outline under the class colour: visible on any imagery
+      const halo = new ol.style.Stroke({ color: selected ? "#fff" : "rgba(0,0,0,0.7)", width: selected ? 6 : 4 });
       const styles = [
+        new ol.style.Style({ stroke: halo }),
         new ol.style.Style({
           stroke,
           fill,
-          image: new ol.style.Circle({ radius: selected ? 7 : 5, stroke, fill }),
+          image: new ol.style.Circle({ radius: selected ? 7 : 5, stroke: halo, fill: new ol.style.Fill({ color: `rgb(${key})` }) }),
         }),
       ];
-      if (selected) {
-        styles.unshift(
-          new ol.style.Style({ stroke: new ol.style.Stroke({ color: "#fff", width: 6 }) }),
-        );
-      }
       cache.set(key, styles);
     }
     return cache.get(key);
