@@ -3,12 +3,14 @@ fixtures are loaded by this folder's conftest.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,8 +19,13 @@ from typing import Any
 
 import httpx
 import pytest
+import rasterio
+import uvicorn
 
+from rasterlearn.serve.app import create_app
 from rasterlearn.serve.auth import hash_key
+from rasterlearn.serve.service import Settings
+from rasterlearn.synthetic import SyntheticScene
 
 KEY_A = "key-a-0123456789"
 KEY_B = "key-b-9876543210"
@@ -142,3 +149,51 @@ def process_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
+
+
+@pytest.fixture(scope="session")
+def web_data(tmp_path_factory: pytest.TempPathFactory, scene: SyntheticScene) -> Path:
+    """A data directory with the scene under files/, and a copy without a georeference."""
+    root = tmp_path_factory.mktemp("web") / "data"
+    (root / "files").mkdir(parents=True)
+    shutil.copy(scene.raster_path, root / "files" / "scene.tif")
+    with rasterio.open(scene.raster_path) as src:  # the same pixels without a georeference
+        pixels = src.read()
+    with rasterio.open(
+        root / "files" / "pixels.tif",
+        "w",
+        driver="GTiff",
+        width=512,
+        height=512,
+        count=3,
+        dtype="uint8",
+    ) as dst:
+        dst.write(pixels)
+    return root
+
+
+@contextlib.contextmanager
+def serve_in_thread(settings: Settings) -> Iterator[str]:
+    """The service on a free loopback port, run by uvicorn in a thread of this process (no
+    start-up cost); yields its URL."""
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning"
+    )
+    running = uvicorn.Server(config)
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not running.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{config.port}"
+    finally:
+        running.should_exit = True
+        thread.join(timeout=20)
+
+
+@pytest.fixture(scope="session")
+def web_client(web_data: Path) -> Iterator[httpx.Client]:
+    """A client of the service (no API keys) on web_data, running in this process."""
+    with serve_in_thread(Settings(data_dir=web_data)) as url, httpx.Client(base_url=url) as client:
+        yield client

@@ -70,6 +70,7 @@ def build_app() -> typer.Typer:
         add_tool(target, tool, name)
     app.command("describe")(describe_cmd)
     app.command("serve")(serve_cmd)
+    app.command("label")(label_cmd)
     return app
 
 
@@ -136,6 +137,33 @@ def serve_cmd(
     )
     check_settings(settings, host)
     err_console.print(f"rasterlearn serve: http://{host}:{port}/ (data in {data_dir})")
+    serve(settings, host, port)
+
+
+@user_errors
+def label_cmd(
+    imagery: Annotated[str, typer.Argument(help="The raster to label: a file or a URL (COG).")],
+    samples: Annotated[
+        Path | None,
+        typer.Option(help="Samples GeoPackage (default: IMAGERY_samples.gpkg beside it)."),
+    ] = None,
+    port: Annotated[int, typer.Option(help="Port to listen on (loopback).")] = 8000,
+    data_dir: Annotated[
+        Path, typer.Option(help="Data directory of the service: jobs (exports, models).")
+    ] = Path("rasterlearn-data"),
+) -> None:
+    """Label training samples on a raster in the browser: serves the page on loopback and
+    prints its URL."""
+    from rasterlearn.serve.app import check_settings, serve
+    from rasterlearn.serve.local import label_page
+    from rasterlearn.serve.service import Settings
+
+    page = label_page(imagery, samples)
+    settings = Settings(data_dir=data_dir, files_dir=page.files_dir)
+    host = "127.0.0.1"
+    check_settings(settings, host)
+    typer.echo(page.url(host, port, "label"))
+    err_console.print(f"rasterlearn label: serving {page.files_dir} as files/ (Ctrl+C stops)")
     serve(settings, host, port)
 
 

@@ -201,6 +201,29 @@ class RasterSource:
         data = self.read(box)
         return data, self.read_valid(box, data)
 
+    def read_scaled(self, box: Box, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels of a box inside the raster read into ``shape`` ``(rows, columns)``.
+
+        GDAL takes a smaller ``shape`` from the overview nearest its resolution (nearest
+        neighbour) and reads only the blocks the box covers, so a view of a large raster costs
+        what is shown, not the raster's size.
+
+        Returns:
+            ``(data, valid)``: data ``(bands, rows, columns)`` and the mask of valid pixels.
+        """
+        info = self.info
+        window = box.to_window()
+        with self._read_errors(box):
+            ds = self._dataset()
+            data = ds.read(window=window, out_shape=(info.count, *shape))
+            if info.has_mask:
+                valid = ds.read_masks(1, window=window, out_shape=shape) > 0
+            elif info.nodata is not None:
+                valid = ~np.all(_equals_nodata(data, info.nodata), axis=0)
+            else:
+                valid = np.ones(shape, dtype=bool)
+        return data, valid
+
     def read_onto(
         self, grid: Grid, resampling: Resampling | None = None
     ) -> tuple[np.ndarray, np.ndarray]:

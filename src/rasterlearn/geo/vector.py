@@ -90,7 +90,8 @@ def resolve_class_field(frame: gpd.GeoDataFrame, requested: str | None, source: 
     return field
 
 
-def _class_names(frame: gpd.GeoDataFrame, field: str | None, values: np.ndarray) -> dict[int, str]:
+def class_names(frame: gpd.GeoDataFrame, field: str | None, values: np.ndarray) -> dict[int, str]:
+    """The class name of each value: from a Classname/Name/Label field, else the value."""
     columns = {c.lower(): c for c in frame.columns if c not in (field, frame.geometry.name)}
     name_field = next((columns[c] for c in CLASS_NAME_FIELDS if c in columns), None)
     names: dict[int, str] = {}
@@ -163,7 +164,7 @@ def load_features(
     return FeatureSet(
         geometries=np.asarray(geoms.values, dtype=object),
         values=values,
-        names=_class_names(frame, field, values),
+        names=class_names(frame, field, values),
         crs=target_crs,
     )
 

@@ -11,11 +11,15 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from rasterlearn.errors import ParameterError, RasterLearnError
-from rasterlearn.serve import arcgis, ogc
+from rasterlearn.geo.raster import bounded_gdal_cache
+from rasterlearn.serve import arcgis, imagery, ogc, samples
 from rasterlearn.serve.auth import AuthError
 from rasterlearn.serve.data import UploadTooLarge
 from rasterlearn.serve.service import Service, ServiceError, Settings, running
+from rasterlearn.web.pages import mount_pages
 
+SERVICE_GDAL_CACHE_BYTES = 64 * 2**20
+"""GDAL's block cache in the service process (``GDAL_CACHEMAX`` in the environment wins)."""
 _OGC_EXCEPTION = "http://www.opengis.net/def/exceptions/ogcapi-processes-1/1.0/"
 _CODES = {401: "unauthorized", 403: "forbidden", 404: "not-found", 413: "payload-too-large"}
 
@@ -78,6 +82,9 @@ def create_app(settings: Settings) -> FastAPI:
     _handlers(app)
     app.include_router(arcgis.router)
     app.include_router(ogc.router)
+    app.include_router(imagery.router)
+    app.include_router(samples.router)
+    mount_pages(app)
     return app
 
 
@@ -120,4 +127,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None
 
     check_settings(settings, host)
     app = create_app(settings)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    # the tiles of the pages read through GDAL's block cache: capped, it does not grow with
+    # the rasters viewed (GDAL's default is 5 % of the RAM)
+    with bounded_gdal_cache(SERVICE_GDAL_CACHE_BYTES):
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

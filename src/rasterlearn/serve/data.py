@@ -42,10 +42,14 @@ class DataDir:
     """The service's data directory."""
 
     root: Path
+    files: Path
 
     @classmethod
-    def at(cls, root: str | Path) -> DataDir:
-        data = cls(Path(root).resolve())
+    def at(cls, root: str | Path, files: str | Path | None = None) -> DataDir:
+        """The data directory at ``root``, its folders made; ``files``: a folder served as
+        ``files/`` instead of ``root/files`` (``rasterlearn label`` serves the imagery's)."""
+        root = Path(root).resolve()
+        data = cls(root, Path(files).resolve() if files is not None else root / "files")
         for sub in ("files", "uploads", "jobs"):
             (data.root / sub).mkdir(parents=True, exist_ok=True)
         return data
@@ -88,6 +92,10 @@ class DataDir:
         raw = Path(value)
         if ".." in raw.parts:
             raise ParameterError(f"path {value!r} contains '..'", "give a path in the data dir")
+        if self.files != self.root / "files":
+            in_files = self._in_files(raw)
+            if in_files is not None:
+                return in_files
         target = (raw if raw.is_absolute() else self.root / raw).resolve()
         if not target.is_relative_to(self.root) or target == self.root / "jobs.sqlite":
             raise ParameterError(
@@ -103,11 +111,27 @@ class DataDir:
             raise ParameterError(f"path {value!r} is not a data file", "give a data file")
         return target
 
+    def _in_files(self, raw: Path) -> Path | None:
+        """The path ``files/...`` names in a files folder served from elsewhere, or None."""
+        if raw.is_absolute():
+            target = raw.resolve()
+            return target if target.is_relative_to(self.files) else None
+        if raw.parts[:1] != ("files",):
+            return None
+        target = self.files.joinpath(*raw.parts[1:]).resolve()
+        if not target.is_relative_to(self.files):
+            raise ParameterError(
+                f"path {str(raw)!r} points outside the files folder", "give a file inside it"
+            )
+        return target
+
     def shown(self, value: object) -> object:
         """A value as clients see it: paths inside the data directory relative to it, so
         the server's own folders are never disclosed."""
         if isinstance(value, str) and Path(value).is_absolute():
             path = Path(value)
+            if path.is_relative_to(self.files):
+                return str(Path("files") / path.relative_to(self.files))
             return str(path.relative_to(self.root)) if path.is_relative_to(self.root) else value
         if isinstance(value, list):
             return [self.shown(v) for v in value]

@@ -45,6 +45,7 @@ class Settings:
         api_keys: The file of hashed API keys (None: no keys, loopback only).
         max_upload_bytes: The largest upload accepted (413 past it).
         sync_seconds: How long a synchronous execution waits before answering as a job.
+        files_dir: A folder served as ``files/`` instead of ``DATA_DIR/files``.
     """
 
     data_dir: Path
@@ -54,6 +55,7 @@ class Settings:
     api_keys: Path | None = None
     max_upload_bytes: int = 1 << 30
     sync_seconds: float = 120.0
+    files_dir: Path | None = None
 
 
 class ServiceError(Exception):
@@ -69,7 +71,7 @@ class Service:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.data = DataDir.at(settings.data_dir)
+        self.data = DataDir.at(settings.data_dir, settings.files_dir)
         self.store = JobStore(self.data.database)
         self.keys = load_keys(settings.api_keys) if settings.api_keys else None
         service = {"cluster": settings.cluster, "scheduler": settings.scheduler}

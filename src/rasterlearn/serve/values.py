@@ -22,7 +22,8 @@ from rasterlearn.tools.declaration import INPUT, OUTPUT, Parameter, Tool
 SERVICE_PARAMETERS = ("cluster", "scheduler")
 """Parameters the service sets (from ``--cluster``/``--scheduler``), never a client."""
 
-_URL = re.compile(r"^(https?|s3|gs)://", re.I)
+URL = re.compile(r"^(https?|s3|gs)://", re.I)
+"""Raster inputs given as URLs (read remotely by GDAL, range requests)."""
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 _PATH_TYPES = ("raster", "features", "model", "file", "folder")
 
@@ -205,7 +206,7 @@ def _input_path(p: Parameter, key: str, value: Any, data: DataDir, owner: str) -
                 "leave out #cache=",
             )
         return text
-    if p.type == "raster" and _URL.match(text):
+    if p.type == "raster" and URL.match(text):
         return text
     options = ""
     if p.type == "raster" and is_stac_input(text.partition("#")[0]):
