@@ -85,7 +85,8 @@ def _field(frame: pd.DataFrame, candidates: tuple[str, ...]) -> str | None:
 
 
 def read_reviewed(path: Path) -> ReviewedLayer:
-    """Read the first layer of a results GeoPackage.
+    """Read the layer of a results GeoPackage named after the file (as the tools write it),
+    else its first layer.
 
     Raises:
         InputError: when the file is missing, not a GeoPackage layer of features, or has
@@ -100,7 +101,8 @@ def read_reviewed(path: Path) -> ReviewedLayer:
         raise InputError(f"results {path.name} do not exist", "check the path")
     revision = revision_of(path)
     try:
-        layer = str(pyogrio.list_layers(path)[0][0])
+        layers = [str(name) for name, _ in pyogrio.list_layers(path)]
+        layer = path.stem if path.stem in layers else layers[0]
         frame = pyogrio.read_dataframe(path, layer=layer, fid_as_index=True)
     except (pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError, IndexError) as err:
         raise InputError(f"cannot read results {path.name}: {err}", "give a GeoPackage") from None
@@ -179,7 +181,7 @@ def write_decisions(
             kept = (d.reviewed_class or classes[d.fid]) if accepted else None
             frame.loc[d.fid, REVIEWED_CLASS_FIELD] = kept
             frame.loc[d.fid, REVIEWED_AT_FIELD] = when if d.status else pd.NaT
-        shutil.copyfile(path, temporary)  # other layers and tables stay as they are
+        shutil.copyfile(path, temporary)  # other layers and tables are kept
         _write_layer(temporary, reviewed.layer, frame.reset_index(), path)
 
     return replace_at_revision(path, based_on, write)
