@@ -35,7 +35,7 @@ def detections(path: Path, classes: list, field: str = "Class") -> Path:
         geometry=[shapely.box(i * 10, 0, i * 10 + 5, 5) for i in range(len(classes))],
         crs="EPSG:32617",
     )
-    frame.index = [1] + list(range(3, len(classes) + 2)) if len(classes) > 2 else [1, 2]
+    frame.index = [1, *range(3, len(classes) + 2)] if len(classes) > 2 else [1, 2]
     pyogrio.write_dataframe(
         frame.rename_axis("fid").reset_index(),
         path,
@@ -67,9 +67,7 @@ def test_decisions_are_kept_in_the_file_with_fids_and_other_layers(tmp_path: Pat
     assert (frame["ReviewedAt"] == pd.Timestamp(WHEN)).all()
     assert frame["Class"].tolist() == ["building", "tree", "building"]  # the detections stay
     assert {name for name, _ in pyogrio.list_layers(path)} == {"det", "extra"}
-    assert pyogrio.read_info(path, layer="det")["layer_metadata"] == {
-        "SOURCE": "detect-objects"
-    }
+    assert pyogrio.read_info(path, layer="det")["layer_metadata"] == {"SOURCE": "detect-objects"}
     cleared = write_decisions(path, [Decision(3, None, None)], revision)
     again = read_reviewed(path).frame
     assert pd.isna(again["Status"][3]) and pd.isna(again["ReviewedAt"][3])

@@ -162,7 +162,8 @@ def write_decisions(
         RevisionConflict: when the file changed since ``based_on``.
         ParameterError: for a FID the layer does not have.
     """
-    when = pd.Timestamp(now or datetime.datetime.now(datetime.timezone.utc))
+    # GeoPackage date-times hold milliseconds
+    when = pd.Timestamp(now or datetime.datetime.now(datetime.timezone.utc)).floor("ms")
 
     def write(temporary: Path) -> None:
         reviewed = read_reviewed(path)  # the file is locked and at ``based_on`` now
@@ -173,7 +174,8 @@ def write_decisions(
                 f"{path.name} has no feature with fid {missing[0]}", "reload the results"
             )
         frame[REVIEWED_CLASS_FIELD] = frame[REVIEWED_CLASS_FIELD].astype(object)
-        frame[REVIEWED_AT_FIELD] = pd.to_datetime(frame[REVIEWED_AT_FIELD], utc=True)
+        at = pd.to_datetime(frame[REVIEWED_AT_FIELD], utc=True)
+        frame[REVIEWED_AT_FIELD] = at.astype("datetime64[ms, UTC]")
         classes = reviewed.reviewed_classes()
         for d in decisions:
             accepted = d.status == ACCEPTED

@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import rasterio
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 
@@ -73,7 +74,9 @@ def features(
     response.headers["ETag"] = f'"{reviewed.revision}"'
     response.headers["Cache-Control"] = "no-store"
     score = frame[reviewed.score_field] if reviewed.score_field else None
-    collection = json.loads(frame.to_json(na="null", drop_id=False))
+    collection = json.loads(_as_text_times(frame).to_json(na="null", drop_id=False))
+    for feature, fid in zip(collection["features"], frame.index, strict=True):
+        feature["id"] = int(fid)  # the FID decisions name
     return {
         "revision": reviewed.revision,
         "layer": reviewed.layer,
@@ -83,6 +86,16 @@ def features(
         "classes": sorted(set(reviewed.reviewed_classes()) | _original_classes(reviewed)),
         "features": collection,
     }
+
+
+def _as_text_times(frame: Any) -> Any:
+    """The frame with its date-time columns as ISO 8601 text (what JSON can hold)."""
+    shown = frame.copy()
+    for column in shown.columns:
+        if pd.api.types.is_datetime64_any_dtype(shown[column]):
+            times = shown[column]
+            shown[column] = [None if pd.isna(t) else t.isoformat() for t in times]
+    return shown
 
 
 def _original_classes(reviewed: Any) -> set[str]:
