@@ -71,6 +71,7 @@ def build_app() -> typer.Typer:
     app.command("describe")(describe_cmd)
     app.command("serve")(serve_cmd)
     app.command("label")(label_cmd)
+    app.command("review")(review_cmd)
     return app
 
 
@@ -164,6 +165,36 @@ def label_cmd(
     check_settings(settings, host)
     typer.echo(page.url(host, port, "label"))
     err_console.print(f"rasterlearn label: serving {page.files_dir} as files/ (Ctrl+C stops)")
+    serve(settings, host, port)
+
+
+@user_errors
+def review_cmd(
+    imagery: Annotated[str, typer.Argument(help="The imagery: a file or a URL (COG).")],
+    results: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Detected or classified objects (.gpkg, reviewed in place) and/or a "
+            "classified raster (shown with its colour table)."
+        ),
+    ],
+    port: Annotated[int, typer.Option(help="Port to listen on (loopback).")] = 8000,
+    data_dir: Annotated[
+        Path, typer.Option(help="Data directory of the service: jobs (accuracy).")
+    ] = Path("rasterlearn-data"),
+) -> None:
+    """Review results in the browser (accept, reject, reclass; accuracy): serves the page on
+    loopback and prints its URL."""
+    from rasterlearn.serve.app import check_settings, serve
+    from rasterlearn.serve.local import review_page
+    from rasterlearn.serve.service import Settings
+
+    page = review_page(imagery, results)
+    settings = Settings(data_dir=data_dir, files_dir=page.files_dir)
+    host = "127.0.0.1"
+    check_settings(settings, host)
+    typer.echo(page.url(host, port, "review"))
+    err_console.print(f"rasterlearn review: serving {page.files_dir} as files/ (Ctrl+C stops)")
     serve(settings, host, port)
 
 

@@ -21,7 +21,7 @@ import os
 import threading
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,6 +194,22 @@ def write_samples(
     Raises:
         RevisionConflict: when the file is no longer at ``based_on``.
     """
+    return replace_at_revision(
+        path, based_on, lambda temporary: _write_layer(temporary, path.stem, frame, classes)
+    )
+
+
+def replace_at_revision(path: Path, based_on: str, write: Callable[[Path], None]) -> str:
+    """Replace ``path`` by the file ``write(temporary)`` writes, if ``path`` is still at
+    revision ``based_on``: under a lock, into a hidden file beside it (same extension), synced
+    and renamed over it, so a crash leaves the old file whole.
+
+    Returns:
+        The new revision.
+
+    Raises:
+        RevisionConflict: when the file is no longer at ``based_on``.
+    """
     with _exclusive(path):
         current = revision_of(path)
         if current != based_on:
@@ -207,7 +223,7 @@ def write_samples(
         # GDAL wants the .gpkg extension on the temporary file too
         temporary = path.with_name(partial_pattern(path).replace("*", uuid.uuid4().hex[:8]))
         try:
-            _write_layer(temporary, path.stem, frame, classes)
+            write(temporary)
             with temporary.open("rb") as f:
                 os.fsync(f.fileno())
             os.replace(temporary, path)

@@ -206,3 +206,47 @@ def png_bytes(rgba: np.ndarray) -> bytes:
         + chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 1))
         + chunk(b"IEND", b"")
     )
+
+
+COLORMAP = "colormap"
+"""The display of a classified raster: band 1's class values in its colour table's colours."""
+
+
+def colormap_lut(source: RasterSource) -> np.ndarray:
+    """Band 1's colour table as a lookup table ``(values, 4)`` of RGBA bytes: class 0
+    (background) and values the table lacks are transparent.
+
+    Raises:
+        InputError: for a raster without a colour table on an integer band 1.
+    """
+    colours = source.colormap()
+    dtype = np.dtype(source.info.dtype)
+    if not colours or dtype.kind != "u" or dtype.itemsize > 2:
+        raise InputError(
+            f"{source.name} has no colour table, so it cannot be shown as classes",
+            "give a classified raster (classify-pixels writes one with its colour table)",
+        )
+    lut = np.zeros((int(np.iinfo(dtype).max) + 1, 4), dtype=np.uint8)
+    for value, rgb in colours.items():
+        if 0 < value < len(lut):
+            lut[value] = (*rgb, 255)
+    return lut
+
+
+def render_classes(
+    source: RasterSource, pyramid: TilePyramid, z: int, x: int, y: int, lut: np.ndarray
+) -> np.ndarray:
+    """Tile ``(z, x, y)`` of a classified raster as ``(4, size, size)`` RGBA bytes: each
+    pixel its class's colour from ``lut`` (:func:`colormap_lut`), transparent outside the
+    raster and on nodata. Class values are read by nearest neighbour (never averaged)."""
+    size = pyramid.tile_size
+    rgba = np.zeros((4, size, size), dtype=np.uint8)
+    found = pyramid.tile(z, x, y)
+    if found is None:
+        return rgba
+    pixels, place = found
+    data, valid = source.read_scaled(pixels, place.shape)
+    coloured = np.moveaxis(lut[data[0]], -1, 0)
+    coloured[3] = np.where(valid, coloured[3], 0)
+    rgba[(slice(None), *place.slices)] = coloured
+    return rgba

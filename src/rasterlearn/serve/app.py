@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 
 from rasterlearn.errors import ParameterError, RasterLearnError
 from rasterlearn.geo.raster import bounded_gdal_cache
-from rasterlearn.serve import arcgis, imagery, ogc, samples
+from rasterlearn.serve import arcgis, imagery, ogc, review, samples
 from rasterlearn.serve.auth import AuthError
 from rasterlearn.serve.data import UploadTooLarge
 from rasterlearn.serve.service import Service, ServiceError, Settings, running
@@ -84,6 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(ogc.router)
     app.include_router(imagery.router)
     app.include_router(samples.router)
+    app.include_router(review.router)
     mount_pages(app)
     return app
 

@@ -19,13 +19,16 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.execution.cache import WorkerCache
 from rasterlearn.geo.display import (
+    COLORMAP,
     STRETCHES,
     TilePyramid,
     check_bands,
+    colormap_lut,
     default_bands,
     default_stretch,
     display_stats,
     png_bytes,
+    render_classes,
     render_tile,
     stretch_range,
 )
@@ -151,7 +154,9 @@ async def tile(
     y: int,
     raster: str = Query(...),
     bands: str = Query("", description="One or three band numbers, e.g. 4,3,2"),
-    stretch: str = Query("", description="none, minmax or stddev"),
+    stretch: str = Query(
+        "", description="none, minmax, stddev, or colormap (a classified raster's colour table)"
+    ),
     owner: str = Depends(caller),
 ) -> Response:
     service = request.app.state.service
@@ -166,6 +171,9 @@ def _tile_png(
     service: Service, raster: str, owner: str, zxy: tuple[int, int, int], bands: str, stretch: str
 ) -> bytes:
     shown = shown_raster(service, raster, owner)
+    if stretch == COLORMAP:
+        lut = colormap_lut(shown.source)
+        return png_bytes(render_classes(shown.source, shown.pyramid, *zxy, lut))
     count = shown.source.info.count
     try:
         chosen = [int(b) for b in bands.split(",")] if bands else default_bands(count)

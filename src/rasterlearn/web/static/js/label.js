@@ -8,6 +8,7 @@ import { ClassTable, colourOf } from "./classes.js";
 import { displayControls, rasterInfo, rasterMap } from "./map.js";
 import { NAME, SampleStore, VALUE } from "./samples.js";
 import { outputPath, toolForm } from "./tools.js";
+import { MODEL_EVENT, ModelAssist } from "./assist.js";
 
 const HISTORY = 100;
 const KEYS = { s: "select", r: "rectangle", p: "polygon", f: "freehand", t: "point" };
@@ -319,6 +320,10 @@ async function jobForms(page, raster, samples) {
   const train = await toolForm(document.getElementById("train-form"), "train_deep_learning_model", {
     values: { out_folder: "model", max_epochs: 10 },
     shown: ["in_folder", "out_folder", "model_type", "max_epochs", "batch_size"],
+    onDone: (job, inputs) => {
+      const model = outputPath(job.jobID, inputs, "out_folder");
+      document.dispatchEvent(new CustomEvent(MODEL_EVENT, { detail: model }));
+    },
   });
   await toolForm(document.getElementById("export-form"), "export_training_data", {
     values: { in_raster: raster, in_class_data: samples, out_folder: "chips" },
@@ -346,6 +351,8 @@ async function main() {
   wire(page);
   await page.start();
   await jobForms(page, raster, samples);
+  window.rasterlearn.assist = new ModelAssist(page, raster);
+  await window.rasterlearn.assist.buildForms();
   document.body.dataset.ready = "true";
 }
 

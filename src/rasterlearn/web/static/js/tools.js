@@ -160,3 +160,31 @@ function showResults(form, jobId, inputs, results) {
 export function outputPath(jobId, inputs, name) {
   return `jobs/${jobId}/results/${inputs[name] || name}`;
 }
+
+/**
+ * Run a tool as a job and wait for it (for buttons that need no form).
+ * @param {string} processId e.g. "detect_objects"
+ * @param {object} inputs the job's inputs
+ * @param {Function} [onStatus] called with each polled job status
+ * @returns {Promise<{job: object, results: object}>} rejects with the job's message if it fails
+ */
+export async function runJob(processId, inputs, onStatus) {
+  const { data } = await request(`/processes/${processId}/execution`, {
+    method: "POST",
+    body: { inputs },
+    headers: { Prefer: "respond-async" },
+  });
+  for (;;) {
+    const job = await getJSON(`/jobs/${data.jobID}`);
+    if (onStatus) onStatus(job);
+    if (job.status === "successful") {
+      return { job, results: await getJSON(`/jobs/${data.jobID}/results`) };
+    }
+    if (job.status === "failed" || job.status === "dismissed") {
+      throw new Error(`${processId} ${job.status}: ${job.message}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+}
+
+export { escapeHtml };
