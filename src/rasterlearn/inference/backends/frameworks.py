@@ -147,8 +147,8 @@ def import_framework(framework: str) -> ModuleType:
 
     Keras runs on its torch backend (``KERAS_BACKEND=torch`` unless set: without it, importing
     keras imports TensorFlow). TensorFlow's start-up log lines are silenced and its oneDNN
-    rewrites switched off (``TF_CPP_MIN_LOG_LEVEL``, ``TF_ENABLE_ONEDNN_OPTS``, unless set),
-    so that its float results do not depend on the thread count; Keras reads ``.h5`` files and
+    rewrites switched off (``TF_CPP_MIN_LOG_LEVEL``, ``TF_ENABLE_ONEDNN_OPTS``, unless set:
+    TensorFlow warns that they change round-off); Keras reads ``.h5`` files and
     saves models with TensorFlow's help when it is installed, so this applies to Keras too.
 
     Raises:
