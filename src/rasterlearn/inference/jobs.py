@@ -160,6 +160,7 @@ def model_version(model: str) -> str:
     else:
         path = Path(model)
         model_files = ("*.pth", "*.onnx", "*.pt", "*.ts", "*.py")
+        model_files += ("*.keras", "*.h5", "*.hdf5", "*.pb", "*/saved_model.pb")  # elsewhere
         files = [path, *(f for g in model_files for f in sorted(path.parent.glob(g)))]
     stamps = []
     for f in files:

@@ -92,11 +92,11 @@ def test_framework_and_configuration_are_read_from_both_forms():
     [
         (
             {"Framework": "Keras", "ModelConfiguration": "YOLO"},
-            "Keras models run with ModelConfiguration none, KerasClassifier, ObjectDetectionAPI",
+            "Keras models run with ModelConfiguration none, KerasClassifier or ObjectDetectionAPI",
         ),
         (
             {"Framework": "TensorFlow"},
-            "TensorFlow models run with ModelConfiguration ObjectDetectionAPI, DeepLab",
+            "TensorFlow models run with ModelConfiguration ObjectDetectionAPI or DeepLab",
         ),
         (
             {"Framework": "ONNX", "ModelConfiguration": "DeepLab"},

@@ -11,14 +11,16 @@ layout is read from the model's input shape (the dimension that equals the numbe
 channels-last for Keras and TensorFlow and channels-first for ONNX. The bands are
 ``ExtractBands``; nodata pixels are 0. Their values:
 
-* ``ObjectDetectionAPI``, ``DeepLab``, ``KerasClassifier``: the raw pixel values (these models
-  scale their input themselves), in the input's type (``uint8`` for ``image_tensor``);
-* otherwise with ``DataRange`` ``[lo, hi]``: pixel values scaled linearly from the range of
-  the raster's pixel type (0-255 for 8-bit, 0-65535 for 16-bit; float pixels unchanged) to
-  ``[lo, hi]``;
+* with ``DataRange`` ``[lo, hi]``: pixel values scaled linearly from the range of the
+  raster's pixel type (0-255 for 8-bit, 0-65535 for 16-bit; float pixels unchanged) to
+  ``[lo, hi]``, as ArcGIS does for every configuration;
+* otherwise for ``ObjectDetectionAPI``, ``DeepLab``, ``KerasClassifier``: the raw pixel values
+  (these models scale their input themselves);
 * otherwise as rasterlearn's own models: ``NormalizationStats`` (min-max, then the scaled mean
   and standard deviation), or ImageNet's mean and standard deviation for 3 bands when the
   ``.emd`` has none, unless ``IsImageNetNormalization`` is false (raw values).
+
+Values are passed in the input's type (``uint8`` for ``image_tensor``, clipped to its range).
 
 A model with a fixed input size other than the tile's takes Classify Objects chips resized
 (bilinear) to it (Esri's ``KerasClassifier`` resamples chips so); pixel and detection models
@@ -217,7 +219,7 @@ class ExternalPredictor(Predictor):
         else:
             x = np.where(valid[:, None], tiles[:, bands], np.zeros((), tiles.dtype))
             data_range = self.definition.get("DataRange")
-            if data_range and self.configuration not in RAW_INPUT_CONFIGURATIONS:
+            if data_range:
                 x = scale_to_data_range(x, data_range)
             x = _cast(x, self.input_dtype)
         x = self._resized(x)

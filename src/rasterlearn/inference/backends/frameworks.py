@@ -43,26 +43,26 @@ CONFIGURATIONS: dict[str, tuple[str | None, ...]] = {
 NOT_RUN: dict[tuple[str, str | None], tuple[str, str]] = {
     ("keras", "maskrcnn"): (
         "Keras MaskRCNN (Matterport) is TensorFlow 1 code that Keras 3 cannot load",
-        "run it through a Python raster function: put Esri's MaskRCNN function (with the mrcnn "
-        "code and TensorFlow 1) beside the .emd and name it in InferenceFunction "
-        "(docs/backends.md)",
+        "run it through a Python raster function: put Esri's MaskRCNN.py and the mrcnn code "
+        "beside the .emd, name it in InferenceFunction and install TensorFlow 1, as "
+        "docs/backends.md says",
     ),
     ("cntk", None): (
-        "CNTK models do not run here: CNTK is discontinued and has no wheels for this Python",
-        "convert the model to ONNX (CNTK's Function.save(..., format=C.ModelFormat.ONNX)) and "
-        "set Framework ONNX",
+        "CNTK models do not run here: CNTK is discontinued (its last wheels are for Python 3.7)",
+        "export the model to ONNX with CNTK's Function.save(path, format=C.ModelFormat.ONNX) "
+        "and set Framework ONNX",
     ),
     ("pytorch", "fastaissd"): (
         "Esri's FastaiSSD sample is a fastai 0.7 model that only Esri's PyTorch raster "
         "function can build",
-        "run it through a Python raster function (InferenceFunction), or export it to ONNX "
-        "and set Framework ONNX",
+        "run it through a Python raster function named in InferenceFunction, or export it to "
+        "ONNX and set Framework ONNX",
     ),
     ("pytorch", "featureclassifier"): (
         "Esri's PyTorch FeatureClassifier sample is a fastai model that only Esri's PyTorch "
         "raster function can build",
-        "run it through a Python raster function (InferenceFunction), or export it to ONNX "
-        "and set Framework ONNX",
+        "run it through a Python raster function named in InferenceFunction, or export it to "
+        "ONNX and set Framework ONNX",
     ),
 }
 """Framework (lower case) and ModelConfiguration (lower case, None: any) that do not run:
@@ -96,13 +96,14 @@ def known_configuration(definition: ModelDefinition, framework: str) -> str | No
     for name in CONFIGURATIONS[framework]:
         if (name or "").lower() == (given or "").lower():
             return name
-    runs = ", ".join(name or "none" for name in CONFIGURATIONS[framework])
+    names = [name or "none" for name in CONFIGURATIONS[framework]]
+    runs = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
     label = definition.get("Framework")
     raise InputError(
         f"model definition {definition.path or ''} has Framework {label} with "
         f"ModelConfiguration {given!r}, which rasterlearn cannot run",
-        f"{label} models run with ModelConfiguration {runs} (docs/backends.md), or through a "
-        "Python raster function named in InferenceFunction",
+        f"{label} models run with ModelConfiguration {runs} as docs/backends.md describes, "
+        "or through a Python raster function named in InferenceFunction",
     )
 
 
@@ -117,7 +118,8 @@ def refuse_unsupported(definition: ModelDefinition) -> None:
     for key in ((framework, configuration), (framework, None)):
         if key in NOT_RUN:
             what, fix = NOT_RUN[key]
-            raise InputError(f"{what} ({definition.path or 'model definition'})", fix)
+            where = definition.path.name if definition.path else "the model definition"
+            raise InputError(f"{where}: {what}", fix)
 
 
 def require_extra(framework: str) -> None:
@@ -145,8 +147,8 @@ def import_framework(framework: str) -> ModuleType:
 
     Keras runs on its torch backend (``KERAS_BACKEND=torch`` unless set: without it, importing
     keras imports TensorFlow). TensorFlow's start-up log lines are silenced and its oneDNN
-    rewrites switched off (``TF_CPP_MIN_LOG_LEVEL``, ``TF_ENABLE_ONEDNN_OPTS``, unless set),
-    so that its float results do not depend on the thread count; Keras reads ``.h5`` files and
+    rewrites switched off (``TF_CPP_MIN_LOG_LEVEL``, ``TF_ENABLE_ONEDNN_OPTS``, unless set:
+    TensorFlow warns that they change round-off); Keras reads ``.h5`` files and
     saves models with TensorFlow's help when it is installed, so this applies to Keras too.
 
     Raises:
