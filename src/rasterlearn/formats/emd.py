@@ -55,6 +55,9 @@ MONITORED_PREFIX = "monitored_"
 ARCGIS_LEARN_FRAMEWORK = "arcgis.learn.models._inferencing"
 """``Framework`` of models trained with arcgis.learn (ArcGIS Pro's Train tool, notebooks)."""
 
+RASTERLEARN_FUNCTION_FILE = "RasterlearnFunction.py"
+"""``InferenceFunction`` of rasterlearn's models: the raster function running them in Pro."""
+
 RASTERLEARN_FRAMEWORK = "rasterlearn"
 """``Framework`` of models trained by rasterlearn before their packages ran in ArcGIS Pro."""
 

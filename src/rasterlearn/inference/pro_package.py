@@ -25,12 +25,16 @@ import inspect
 from pathlib import Path
 
 from rasterlearn.errors import InputError
-from rasterlearn.formats.emd import ModelDefinition, is_rasterlearn_model
+from rasterlearn.formats.emd import (
+    RASTERLEARN_FUNCTION_FILE,
+    ModelDefinition,
+    is_rasterlearn_model,
+)
 from rasterlearn.inference import pro_function
 from rasterlearn.inference.model_export import write_torchscript
 from rasterlearn.models.trained import load_trained_model
 
-PRO_FUNCTION_FILE = "RasterlearnFunction.py"
+PRO_FUNCTION_FILE = RASTERLEARN_FUNCTION_FILE
 """The raster function's file name (Pro instantiates the class of the same name)."""
 
 PRO_FRAMEWORK = "PyTorch"

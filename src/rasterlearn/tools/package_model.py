@@ -13,7 +13,11 @@ import tempfile
 from pathlib import Path
 
 from rasterlearn.formats.dlpk import create_dlpk, inspect_dlpk
-from rasterlearn.formats.emd import ModelDefinition, is_rasterlearn_model
+from rasterlearn.formats.emd import (
+    RASTERLEARN_FUNCTION_FILE,
+    ModelDefinition,
+    is_rasterlearn_model,
+)
 from rasterlearn.tools.declaration import INPUT, OUTPUT, Parameter, declare
 from rasterlearn.tools.parameters import OVERWRITE
 from rasterlearn.tools.query_model_info import byte_size
@@ -47,8 +51,9 @@ def package_model(
 def _lacks_pro_function(emd: Path) -> bool:
     """A rasterlearn model whose folder lacks the ArcGIS Pro raster function."""
     definition = ModelDefinition.load(emd)
-    function = str(definition.get("InferenceFunction") or "")
-    return is_rasterlearn_model(definition) and not function.lower().endswith(".py")
+    function = definition.get("InferenceFunction")
+    has_it = function == RASTERLEARN_FUNCTION_FILE and (emd.parent / function).is_file()
+    return is_rasterlearn_model(definition) and not has_it
 
 
 def _result_lines(path: Path) -> list[str]:
