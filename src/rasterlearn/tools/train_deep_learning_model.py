@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 MODEL_TYPES = (
     "UNET",
+    "CHANGEDETECTOR",
     "DEEPLAB",
     "FCOS",
     "RETINANET",
