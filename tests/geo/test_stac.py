@@ -47,7 +47,9 @@ def item_of(raster: Path, folder: Path, item_id: str = "scene", split: bool = Tr
         shutil.copy(raster, folder / "visual.tif")
         item.add_asset("visual", pystac.Asset("./visual.tif", media_type=pystac.MediaType.GEOTIFF))
     (folder / "thumb.png").write_bytes(b"not read")
-    item.add_asset("thumbnail", pystac.Asset("./thumb.png", "image/png", roles=["thumbnail"]))
+    item.add_asset(
+        "thumbnail", pystac.Asset("./thumb.png", media_type="image/png", roles=["thumbnail"])
+    )
     item.set_self_href(str(folder / f"{item_id}.json"))
     item.make_asset_hrefs_relative()
     item.save_object(include_self_link=False)
@@ -134,8 +136,12 @@ def test_classify_pixels_on_an_item_local_or_remote_equals_the_files(
 
 def test_an_item_without_a_usable_asset_is_one_line(models, tmp_path):
     item = pystac.Item("empty", None, [0, 0, 1, 1], datetime.datetime(2024, 5, 1), {})
-    item.add_asset("thumbnail", pystac.Asset("thumb.png", "image/png", roles=["thumbnail"]))
-    item.add_asset("metadata", pystac.Asset("meta.xml", "application/xml", roles=["metadata"]))
+    item.add_asset(
+        "thumbnail", pystac.Asset("thumb.png", media_type="image/png", roles=["thumbnail"])
+    )
+    item.add_asset(
+        "metadata", pystac.Asset("meta.xml", media_type="application/xml", roles=["metadata"])
+    )
     path = tmp_path / "empty.json"
     item.set_self_href(str(path))
     item.save_object(include_self_link=False)

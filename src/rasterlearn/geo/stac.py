@@ -13,7 +13,7 @@ import json
 import re
 import urllib.error
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,8 +113,15 @@ def _items(href: str) -> list[tuple[pystac.Item, str]]:
     )
 
 
-def asset_bands(item: pystac.Item, base: str) -> list[AssetBand]:
-    """Every band of the item's raster assets, in asset order."""
+def asset_bands(item: pystac.Item, base: str, count_of: Callable[[str], int]) -> list[AssetBand]:
+    """Every band of the item's raster assets, in asset order.
+
+    Args:
+        item: The item.
+        base: What its relative asset paths are relative to.
+        count_of: The band count of an asset file without band metadata (read from its
+            header).
+    """
     out = []
     for key, asset in item.assets.items():
         if not _is_raster(asset):
@@ -124,7 +131,8 @@ def asset_bands(item: pystac.Item, base: str) -> list[AssetBand]:
         meta = fields.get("eo:bands") or fields.get("bands")
         if not isinstance(meta, list):
             raster_bands = fields.get("raster:bands")
-            meta = [{}] * len(raster_bands) if isinstance(raster_bands, list) else [{}]
+            count = len(raster_bands) if isinstance(raster_bands, list) else count_of(href)
+            meta = [{}] * count
         for number, band in enumerate(meta, start=1):
             band = band if isinstance(band, dict) else {}
             common = str(band.get("common_name") or band.get("eo:common_name") or "").lower()
@@ -212,12 +220,15 @@ def meaningful_names(names: Sequence[str] | None) -> list[str] | None:
 def _vrt_bands(
     item: pystac.Item, base: str, wanted: Sequence[str] | None, facts: dict[str, RasterFacts]
 ) -> list[VrtBand]:
-    chosen = choose_bands(item, asset_bands(item, base), wanted)
+    def header(href: str) -> RasterFacts:
+        if href not in facts:
+            facts[href] = raster_facts(href, f"{href} (an asset of STAC item {item.id})")
+        return facts[href]
+
+    chosen = choose_bands(item, asset_bands(item, base, lambda h: header(h).count), wanted)
     out = []
     for band in chosen:
-        if band.href not in facts:
-            facts[band.href] = raster_facts(band.href, f"asset {band.label} of item {item.id}")
-        raster = facts[band.href]
+        raster = header(band.href)
         if band.band > raster.count:
             raise InputError(
                 f"asset {band.label} of STAC item {item.id} lists more bands than its file has",
