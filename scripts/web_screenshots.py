@@ -83,11 +83,14 @@ def main() -> None:
                 "() => window.rasterlearn.map.getView().fit(window.rasterlearn.info.extent)"
             )
             page.wait_for_timeout(1500)
-            page.screenshot(path=str(args.out / "label-page.png"))
+            page.screenshot(path=str(args.out / "label-page.jpg"), quality=85)
             browser.close()
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
     print(f"screenshots in {args.out}")
 
 

@@ -3,6 +3,8 @@ that hold its pixels, one-line errors."""
 
 from __future__ import annotations
 
+import shutil
+
 import httpx
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ import rasterio
 from rasterio.io import MemoryFile
 
 from rasterlearn.synthetic import SyntheticScene
+
+pytest_plugins = ["conftest_http"]  # fixtures: cog, range_server, gdal_http_env
 
 
 def png_pixels(content: bytes) -> np.ndarray:
@@ -62,3 +66,19 @@ def test_bad_tile_requests_get_one_line(
 ) -> None:
     response = web_client.get("/imagery/tiles/0/0/0.png", params=params)
     assert response.status_code == status and message in response.json()["detail"]
+
+
+def test_a_remote_cog_is_shown_from_the_ranges_a_view_needs(
+    web_client: httpx.Client, cog, range_server, gdal_http_env, scene: SyntheticScene
+) -> None:
+    shutil.copy(cog, range_server.root / "remote.tif")
+    url = range_server.url("remote.tif")
+    info = web_client.get("/imagery/info", params={"raster": url}).json()
+    assert info["extent"] == [400000, 3299744, 400256, 3300000]
+    range_server.clear()
+    whole = png_pixels(web_client.get("/imagery/tiles/0/0/0.png", params={"raster": url}).content)
+    with rasterio.open(scene.raster_path) as ds:
+        assert np.abs(whole[:3].astype(int) - ds.read(out_shape=(3, 256, 256))).mean() < 8
+    fetched = sum(r.body_bytes for r in range_server.log())
+    assert all(r.status == 206 for r in range_server.log())
+    assert fetched < cog.stat().st_size / 2  # the overview, not the full-resolution tiles

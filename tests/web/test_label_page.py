@@ -98,13 +98,7 @@ def prepare(server: LabelServer, name: str, boxes: list[tuple[float, ...]]) -> s
     return f"files/{name}"
 
 
-def test_label_prints_the_page_url(label_server: LabelServer) -> None:
-    assert label_server.printed == (
-        f"{label_server.url}/web/label?raster=files%2Fscene.tif&samples=files%2Fscene_samples.gpkg"
-    )
-
-
-def test_the_imagery_shows_the_rasters_colours(tabs: Any, label_server: LabelServer) -> None:
+def test_the_imagery_shows_the_rasters_colours(label_server: LabelServer, tabs: Any) -> None:
     tab = tabs()
     open_label(tab, label_server, "files/render.gpkg")
     state = view(tab)
@@ -127,7 +121,7 @@ def test_the_imagery_shows_the_rasters_colours(tabs: Any, label_server: LabelSer
 
 @pytest.mark.parametrize("raster", ["scene.tif", "pixels.tif"])
 def test_a_rectangle_drawn_with_the_mouse_is_saved_in_the_chosen_class(
-    tabs: Any, label_server: LabelServer, raster: str
+    label_server: LabelServer, tabs: Any, raster: str
 ) -> None:
     tab = tabs()
     page = open_label(tab, label_server, f"files/draw-{raster}.gpkg", f"files/{raster}")
@@ -166,7 +160,7 @@ def test_a_rectangle_drawn_with_the_mouse_is_saved_in_the_chosen_class(
     assert page.locator("#samples tbody tr").count() == 1
 
 
-def test_reshape_and_delete_persist_after_a_reload(tabs: Any, label_server: LabelServer) -> None:
+def test_reshape_and_delete_persist_after_a_reload(label_server: LabelServer, tabs: Any) -> None:
     a = (LEFT + 20, TOP - 100, LEFT + 40, TOP - 80)
     b = (LEFT + 80, TOP - 100, LEFT + 100, TOP - 80)
     samples = prepare(label_server, "edit.gpkg", [a, b])
@@ -204,7 +198,7 @@ def test_reshape_and_delete_persist_after_a_reload(tabs: Any, label_server: Labe
         assert not np.any(np.all(np.abs(ring - (a[2], a[3])) < 1e-6, axis=1))  # not where it was
 
 
-def test_a_second_tab_cannot_overwrite_the_first(tabs: Any, label_server: LabelServer) -> None:
+def test_a_second_tab_cannot_overwrite_the_first(label_server: LabelServer, tabs: Any) -> None:
     samples = prepare(label_server, "tabs.gpkg", [(LEFT + 20, TOP - 100, LEFT + 40, TOP - 80)])
     first, second = tabs(), tabs()
     second.expected.append("status of 409")  # the browser logs the refused save
@@ -225,7 +219,7 @@ def test_a_second_tab_cannot_overwrite_the_first(tabs: Any, label_server: LabelS
 
 
 def test_export_training_data_runs_as_a_job_from_the_page(
-    tabs: Any, label_server: LabelServer
+    label_server: LabelServer, tabs: Any
 ) -> None:
     boxes = [(LEFT + 20 + 40 * i, TOP - 100, LEFT + 40 + 40 * i, TOP - 80) for i in range(4)]
     samples = prepare(label_server, "export.gpkg", boxes)
@@ -245,3 +239,9 @@ def test_export_training_data_runs_as_a_job_from_the_page(
         "/" + folder.replace("/results/chips", "/results/out_folder"),
     )
     assert any(name.startswith("images/") for name in chips["files"])
+
+
+def test_label_prints_the_page_url(label_server: LabelServer) -> None:
+    assert label_server.printed == (
+        f"{label_server.url}/web/label?raster=files%2Fscene.tif&samples=files%2Fscene_samples.gpkg"
+    )

@@ -30,15 +30,42 @@ CHROMIUM = "/usr/bin/chromium"
 VIEWPORT = {"width": 1200, "height": 800}
 
 
-@dataclass
 class LabelServer:
-    """``rasterlearn label`` on loopback: its URL, the folder it serves as files/, the page
-    URL it printed."""
+    """``rasterlearn label`` on loopback, started as a subprocess: the folder it serves as
+    files/, and, once it answers (the browser starts meanwhile), its URL and the page URL it
+    printed."""
 
-    url: str
-    files: Path
-    printed: str
-    proc: subprocess.Popen[bytes]
+    def __init__(self, files: Path, data: Path) -> None:
+        self.files = files
+        self.port = _free_port()
+        args = [sys.executable, "-m", "rasterlearn.cli", "label", str(files / "scene.tif")]
+        args += ["--port", str(self.port), "--data-dir", str(data)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env
+        )
+        self._printed: str | None = None
+
+    @property
+    def url(self) -> str:
+        url = f"http://127.0.0.1:{self.port}"
+        if self._printed is None:
+            assert self.proc.stdout is not None
+            self._printed = self.proc.stdout.readline().decode().strip()
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if httpx.get(url + "/conformance", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    if self.proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("rasterlearn label did not start") from None
+                    time.sleep(0.1)
+        return url
+
+    @property
+    def printed(self) -> str:
+        return self._printed if self.url and self._printed is not None else ""
 
 
 @dataclass
@@ -79,28 +106,11 @@ def label_files(tmp_path_factory: pytest.TempPathFactory, scene: SyntheticScene)
 def label_server(
     label_files: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LabelServer]:
-    """``rasterlearn label scene.tif`` as a subprocess, once it answers."""
-    port = _free_port()
-    data = tmp_path_factory.mktemp("label-data")
-    args = [sys.executable, "-m", "rasterlearn.cli", "label", str(label_files / "scene.tif")]
-    args += ["--port", str(port), "--data-dir", str(data)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-    assert proc.stdout is not None
-    printed = proc.stdout.readline().decode().strip()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(url + "/conformance", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"rasterlearn label did not start ({printed!r})") from None
-            time.sleep(0.1)
-    yield LabelServer(url, label_files, printed, proc)
-    proc.kill()  # its data are temporary; a graceful stop is not what these tests are about
-    proc.wait()
+    """``rasterlearn label scene.tif``, starting (see :class:`LabelServer`)."""
+    server = LabelServer(label_files, tmp_path_factory.mktemp("label-data"))
+    yield server
+    server.proc.kill()  # its data are temporary; a graceful stop is not what is tested here
+    server.proc.wait()
 
 
 @pytest.fixture(scope="session")

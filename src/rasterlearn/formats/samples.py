@@ -256,6 +256,7 @@ def _write_layer(path: Path, layer: str, frame: gpd.GeoDataFrame, classes: list[
             layer=layer,
             driver="GPKG",
             geometry_type=geometry_type,
+            promote_to_multi=geometry_type == "MultiPolygon",
             dataset_options={"VERSION": "1.3"},
             layer_metadata={CLASSES_METADATA: json.dumps(classes_to_json(classes))},
         )

@@ -41,6 +41,7 @@ function styleFor(table, selected) {
 function shapeOf(geometry) {
   const type = geometry.getType();
   if (type === "Point") return "point";
+  if (type !== "Polygon") return type.toLowerCase();
   const ring = geometry.getCoordinates()[0] || [];
   return `polygon (${Math.max(0, ring.length - 1)} vertices)`;
 }
