@@ -31,7 +31,7 @@ def status(server: LabelServer, job: str) -> dict[str, Any]:
 
 
 def test_jobs_show_status_log_results_and_cancel(
-    tabs: Any, label_server: LabelServer, scene: SyntheticScene
+    label_server: LabelServer, tabs: Any, scene: SyntheticScene
 ) -> None:
     boxes = gpd.GeoDataFrame(
         {"Class": ["building"]},

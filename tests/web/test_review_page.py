@@ -19,7 +19,7 @@ import rasterio
 import shapely
 from rasterio.io import MemoryFile
 from test_label_page import TIMEOUT, rendered, to_map, to_screen, view
-from web_helpers import LabelServer, Tab, page_server, stop_server
+from web_helpers import LabelServer, Tab
 
 from rasterlearn.formats.classified_raster import write_class_names
 from rasterlearn.synthetic import SyntheticScene
@@ -47,9 +47,10 @@ def review_server(
     for name in ("detections", "keys", "accuracy"):
         frame.to_file(folder / f"{name}.gpkg", layer=name)
     command = ["review", str(folder / "scene.tif"), str(folder / "detections.gpkg")]
-    server = page_server([*command, str(folder / "classes.tif")], folder, folder / "data")
+    server = LabelServer(folder, folder / "data", [*command, str(folder / "classes.tif")])
     yield server
-    stop_server(server)
+    server.proc.kill()
+    server.proc.wait()
 
 
 def open_review(tab: Tab, server: LabelServer, **params: str) -> Any:
@@ -94,7 +95,7 @@ def test_review_prints_the_page_url(review_server: LabelServer) -> None:
     assert review_server.printed == f"{review_server.url}/web/review?{query}"
 
 
-def test_decisions_persist_in_the_geopackage(tabs: Any, review_server: LabelServer) -> None:
+def test_decisions_persist_in_the_geopackage(review_server: LabelServer, tabs: Any) -> None:
     tab = tabs()
     page = open_review(tab, review_server, features="files/keys.gpkg")
     frame = gpd.read_file(review_server.files / "keys.gpkg")
@@ -144,7 +145,7 @@ def test_decisions_persist_in_the_geopackage(tabs: Any, review_server: LabelServ
     assert page.inner_text("#review-counts").startswith("3 accepted · 1 rejected")
 
 
-def test_the_classified_raster_shows_its_colours(tabs: Any, review_server: LabelServer) -> None:
+def test_the_classified_raster_shows_its_colours(review_server: LabelServer, tabs: Any) -> None:
     tab = tabs()
     page = open_review(tab, review_server, classified="files/classes.tif")
     assert page.eval_on_selector_all("#legend tbody tr", "(rows) => rows.length") == 3
@@ -185,7 +186,7 @@ def test_the_classified_raster_shows_its_colours(tabs: Any, review_server: Label
     assert compared["class"] > 20 and compared["background"] > 20
 
 
-def test_accuracy_against_the_accepted_features(tabs: Any, review_server: LabelServer) -> None:
+def test_accuracy_against_the_accepted_features(review_server: LabelServer, tabs: Any) -> None:
     tab = tabs()
     page = open_review(tab, review_server, features="files/accuracy.gpkg")
     slide(tab, 50)

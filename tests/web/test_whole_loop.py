@@ -29,7 +29,7 @@ def finished(page: Any, job: str) -> None:
 
 
 def test_label_export_train_suggest_review(
-    tabs: Any, label_server: LabelServer, scene: SyntheticScene, tmp_path: Path
+    label_server: LabelServer, tabs: Any, scene: SyntheticScene, tmp_path: Path
 ) -> None:
     tab = tabs()
     page = open_label(tab, label_server, "files/loop.gpkg")

@@ -35,10 +35,11 @@ class LabelServer:
     files/, and, once it answers (the browser starts meanwhile), its URL and the page URL it
     printed."""
 
-    def __init__(self, files: Path, data: Path) -> None:
+    def __init__(self, files: Path, data: Path, command: list[str] | None = None) -> None:
         self.files = files
         self.port = _free_port()
-        args = [sys.executable, "-m", "rasterlearn.cli", "label", str(files / "scene.tif")]
+        command = command or ["label", str(files / "scene.tif")]  # review: ["review", ...]
+        args = [sys.executable, "-m", "rasterlearn.cli", *command]
         args += ["--port", str(self.port), "--data-dir", str(data)]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         self.proc = subprocess.Popen(
@@ -155,33 +156,3 @@ def tabs(browser: BrowserContext) -> Iterator[Any]:
     for tab in opened:
         tab.page.close()
     assert not errors, f"the pages logged errors: {errors}"
-
-
-def page_server(command: list[str], files: Path, data: Path) -> LabelServer:
-    """``rasterlearn COMMAND... --port P --data-dir DATA`` (label, review) as a subprocess,
-    once it answers; stop it with :func:`stop_server`."""
-    port = _free_port()
-    args = [sys.executable, "-m", "rasterlearn.cli", *command]
-    args += ["--port", str(port), "--data-dir", str(data)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
-    assert proc.stdout is not None
-    printed = proc.stdout.readline().decode().strip()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(url + "/conformance", timeout=2).status_code == 200:
-                return LabelServer(url, files, printed, proc)
-        except httpx.TransportError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(
-                    f"rasterlearn {command[0]} did not start ({printed!r})"
-                ) from None
-            time.sleep(0.1)
-
-
-def stop_server(server: LabelServer) -> None:
-    server.proc.kill()  # its data are temporary
-    server.proc.wait()
