@@ -35,10 +35,11 @@ class LabelServer:
     files/, and, once it answers (the browser starts meanwhile), its URL and the page URL it
     printed."""
 
-    def __init__(self, files: Path, data: Path) -> None:
+    def __init__(self, files: Path, data: Path, command: list[str] | None = None) -> None:
         self.files = files
         self.port = _free_port()
-        args = [sys.executable, "-m", "rasterlearn.cli", "label", str(files / "scene.tif")]
+        command = command or ["label", str(files / "scene.tif")]  # review: ["review", ...]
+        args = [sys.executable, "-m", "rasterlearn.cli", *command]
         args += ["--port", str(self.port), "--data-dir", str(data)]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
         self.proc = subprocess.Popen(

@@ -26,6 +26,7 @@ from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from rasterlearn.accuracy.rasters import raster_class_names
 from rasterlearn.errors import ParameterError
 from rasterlearn.formats.reviewed import (
+    ReviewedLayer,
     decisions_from_json,
     read_reviewed,
     write_decisions,
@@ -98,7 +99,7 @@ def _as_text_times(frame: Any) -> Any:
     return shown
 
 
-def _original_classes(reviewed: Any) -> set[str]:
+def _original_classes(reviewed: ReviewedLayer) -> set[str]:
     if reviewed.class_field is None:
         return {"1"}
     return {str(v) for v in reviewed.frame[reviewed.class_field].dropna()}

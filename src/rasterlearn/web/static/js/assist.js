@@ -5,11 +5,12 @@
 /* global ol */
 
 import { getJSON, setStatus, withQuery } from "./api.js";
+import { toMap } from "./map.js";
 import { NAME, VALUE } from "./samples.js";
 import { escapeHtml, outputPath, runJob, toolForm } from "./tools.js";
 
-export const MODEL_EVENT = "rasterlearn:model";
 /** The event (detail: the model's data path) the train form sends when a model is trained. */
+export const MODEL_EVENT = "rasterlearn:model";
 
 const CANDIDATE_STYLE = [
   new ol.style.Style({ stroke: new ol.style.Stroke({ color: "rgba(0,0,0,0.6)", width: 4 }) }),
@@ -123,7 +124,7 @@ export class ModelAssist {
       const data = await getJSON(withQuery("/review/features", { path }));
       const found = new ol.format.GeoJSON().readFeatures(data.features);
       found.forEach((f) => {
-        if (this.page.info.flip_y) f.getGeometry().scale(1, -1, [0, 0]);
+        toMap(this.page.info, f.getGeometry());
         f.set("candidateClass", data.class_field ? String(f.get(data.class_field)) : "");
         f.set("candidateScore", data.score_field ? Number(f.get(data.score_field)) : null);
       });

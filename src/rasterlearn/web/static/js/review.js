@@ -252,6 +252,11 @@ class ReviewPage {
         out_accuracy_table: "accuracy.csv",
         min_iou: Number(document.getElementById("accuracy-iou").value) || 0.5,
       };
+      if (this.classField) {
+        // ClassLabel (classify-objects) is not a field the tool finds by itself
+        inputs.detected_class_value_field = this.classField;
+        inputs.ground_truth_class_value_field = this.classField;
+      }
       const { job, results } = await runJob(
         "compute_accuracy_for_object_detection",
         inputs,
