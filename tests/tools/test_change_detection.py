@@ -45,7 +45,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     model = train_deep_learning_model(
         export.out_folder,
         root / "model",
-        max_epochs=3,
+        max_epochs=2,
         batch_size=4,
         backbone_model="resnet18",
         learning_rate=3e-3,
