@@ -99,3 +99,14 @@ def test_settings_it_cannot_run_with_are_refused_before_anything_is_made(
     assert result.stdout == "" and result.stderr.startswith("error: ")
     assert words in result.stderr
     assert not data.exists()
+
+
+def test_an_image_service_input_cannot_choose_where_its_tiles_go(server: Server) -> None:
+    raster = "xyz:https://tiles.example.com/{z}/{x}/{y}.png#cell_size=1&cache=/etc"
+    with server.client() as c:
+        r = c.post(
+            "/processes/classify_pixels/execution",
+            json={"inputs": {"in_raster": raster, "in_model_definition": "files/m.emd"}},
+        )
+        assert r.status_code == 400, r.text
+        assert "tile cache is the job service's own" in r.json()["detail"]

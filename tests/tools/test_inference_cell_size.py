@@ -85,13 +85,11 @@ def test_detections_at_the_model_cell_size_land_on_the_objects(models, coarse, t
 def test_classified_raster_is_written_on_the_input_grid(models, coarse, tmp_path):
     image, truth = coarse
     out = classify_pixels(image, tmp_path / "c.tif", models.unet)[0]
-    native = classify_pixels(models.scene.raster_path, tmp_path / "n.tif", models.unet)[0]
     with rasterio.open(out) as ds, rasterio.open(image) as src, rasterio.open(truth) as t:
         assert (ds.transform, ds.shape, ds.crs) == (src.transform, src.shape, src.crs)
         agreement = (ds.read(1) == t.read(1)).mean()
-    with rasterio.open(native) as ds, rasterio.open(models.scene.class_raster_path) as t:
-        native_agreement = (ds.read(1) == t.read(1)).mean()
-    assert agreement > native_agreement - 0.08, (agreement, native_agreement)
+    # classified at 0.5 m and resampled back: as good as on the 0.5 m scene itself (0.98)
+    assert agreement > 0.95, agreement
     assert not list(tmp_path.glob(".*")), "no staging or processing-grid file is left"
 
 
