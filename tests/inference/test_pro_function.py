@@ -98,7 +98,7 @@ def test_detection_function_equals_detect_objects(models, tmp_path):
     frame = gpd.read_file(found)
     with rasterio.open(raster) as ds:
         inverse, size = ~ds.transform, ds.width
-    corners = [(inverse * (x0, y1), inverse * (x1, y0)) for x0, y0, x1, y1 in frame.bounds.values]
+    corners = [(inverse @ (x0, y1), inverse @ (x1, y0)) for x0, y0, x1, y1 in frame.bounds.values]
     want = np.array([[*a, *b] for a, b in corners]).reshape(-1, 4)
     want = np.column_stack([want, frame["Confidence"]])
     centre = (want[:, :2] + want[:, 2:4]) / 2

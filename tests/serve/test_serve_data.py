@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -110,3 +111,33 @@ def test_an_image_service_input_cannot_choose_where_its_tiles_go(server: Server)
         )
         assert r.status_code == 400, r.text
         assert "tile cache is the job service's own" in r.json()["detail"]
+
+
+def test_a_stac_item_or_vrt_cannot_read_files_outside_the_data(
+    server: Server, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.tif"
+    files = server.data_dir / "files"
+    item = {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": "escape",
+        "geometry": None,
+        "properties": {"datetime": "2024-01-01T00:00:00Z"},
+        "links": [],
+        "assets": {"image": {"href": str(secret), "type": "image/tiff; application=geotiff"}},
+    }
+    (files / "escape.json").write_text(json.dumps(item))
+    (files / "escape.vrt").write_text(
+        '<VRTDataset rasterXSize="1" rasterYSize="1"><VRTRasterBand dataType="Byte" band="1">'
+        f'<SimpleSource><SourceFilename relativeToVRT="0">{secret}</SourceFilename>'
+        "</SimpleSource></VRTRasterBand></VRTDataset>"
+    )
+    with server.client() as c:
+        for raster in ("files/escape.json", "files/escape.vrt"):
+            r = c.post(
+                "/processes/classify_pixels/execution",
+                json={"inputs": {"in_raster": raster, "in_model_definition": "files/m.emd"}},
+            )
+            assert r.status_code == 400, r.text
+            assert "refers to 'secret.tif', outside the data you may read" in r.json()["detail"]

@@ -84,6 +84,23 @@ def stac_rasters(
     return [(_mosaic(chosen, [item.id for item, _ in items]), f"mosaic of {href}")]
 
 
+def stac_local_files(href: str) -> list[Path]:
+    """The local files a STAC JSON reads: its items' JSON and their assets (not URLs).
+
+    Raises:
+        InputError: for unreadable or invalid STAC.
+    """
+    files: list[Path] = []
+    for item, base in _items(href):
+        if "://" not in base:
+            files.append(Path(base))
+        for asset in item.assets.values():
+            path = _absolute(asset.href, base)
+            if "://" not in path:
+                files.append(Path(path))
+    return files
+
+
 def _items(href: str) -> list[tuple[pystac.Item, str]]:
     """The items, each with the href its relative asset paths are relative to."""
     try:

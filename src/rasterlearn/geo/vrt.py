@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 import rasterio
@@ -166,3 +168,20 @@ def _simple_source(
         f'<DstRect xOff="{x_off}" yOff="{y_off}" xSize="{x_size}" ySize="{y_size}"/>'
         "</SimpleSource>"
     )
+
+
+def vrt_source_files(path: Path) -> list[Path]:
+    """The local files a VRT reads (its ``SourceFilename`` elements that are not GDAL virtual
+    paths); an unreadable VRT has none (GDAL says why when it is opened)."""
+    try:
+        root = ElementTree.parse(path).getroot()
+    except (OSError, ElementTree.ParseError):
+        return []
+    files = []
+    for element in root.iter("SourceFilename"):
+        name = (element.text or "").strip()
+        if not name or name.startswith("/vsi") or "://" in name:
+            continue
+        relative = element.get("relativeToVRT", "0") == "1"
+        files.append((path.parent / name) if relative else Path(name))
+    return files

@@ -15,7 +15,8 @@ from typing import Any
 
 from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.geo.services import is_image_service, split_options
-from rasterlearn.geo.stac import is_stac_input
+from rasterlearn.geo.stac import is_stac_input, stac_local_files
+from rasterlearn.geo.vrt import vrt_source_files
 from rasterlearn.serve.data import DataDir
 from rasterlearn.tools.declaration import INPUT, OUTPUT, Parameter, Tool
 
@@ -215,7 +216,26 @@ def _input_path(p: Parameter, key: str, value: Any, data: DataDir, owner: str) -
     path = data.resolve(text, owner)
     if not path.exists():
         raise InputError(f"{key} {text!r} does not exist", "upload it or check the path")
+    if p.type == "raster":
+        for reference in referenced_files(path):
+            try:
+                data.resolve(str(reference), owner)
+            except ParameterError:
+                raise ParameterError(
+                    f"{key} {text!r} refers to {reference.name!r}, outside the data you may read",
+                    "upload the files it refers to beside it and refer to them by relative paths",
+                ) from None
     return str(path) + options
+
+
+def referenced_files(path: Path) -> list[Path]:
+    """The local files a raster input reads besides itself: a STAC file's items and assets, a
+    VRT's sources (a job may read only what its caller may)."""
+    if is_stac_input(str(path)):
+        return stac_local_files(str(path))
+    if path.suffix.lower() == ".vrt":
+        return vrt_source_files(path)
+    return []
 
 
 def python_values(
