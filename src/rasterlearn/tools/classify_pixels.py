@@ -19,12 +19,14 @@ from rasterlearn.tools.declaration import OUTPUT, Parameter, declare
 from rasterlearn.tools.parameters import (
     CELL_SIZE,
     CLUSTER,
+    COG,
     DEVICE,
     IN_MODEL_DEFINITION,
     IN_RASTER,
     MASK,
     NUM_WORKERS,
     OVERWRITE,
+    PIXEL_MODEL_ARGUMENTS,
     PROCESSING_EXTENT,
     PROCESSING_MODE,
     SCHEDULER,
@@ -183,16 +185,7 @@ TOOL = declare(
             "outputClassifiedRaster",
         ),
         IN_MODEL_DEFINITION,
-        Parameter(
-            "arguments",
-            "key_values",
-            "Model arguments NAME=VALUE (padding, batch_size, predict_background, "
-            "test_time_augmentation, merge_policy, return_probability_raster); see "
-            "'model info'.",
-            label="Arguments",
-            rest_name="modelArguments",
-            flag="--arg",
-        ),
+        PIXEL_MODEL_ARGUMENTS,
         PROCESSING_MODE,
         Parameter(
             "out_classified_folder",
@@ -205,9 +198,7 @@ TOOL = declare(
         PROCESSING_EXTENT,
         MASK,
         CELL_SIZE,
-        Parameter(
-            "cog", "boolean", "Write a Cloud-Optimized GeoTIFF (with overviews).", off_flag=None
-        ),
+        COG,
         DEVICE,
         NUM_WORKERS,
         CLUSTER,

@@ -15,11 +15,13 @@ from rasterlearn.tools.declaration import INPUT, Parameter, declare
 from rasterlearn.tools.parameters import (
     CELL_SIZE,
     CLUSTER,
+    COG,
     DEVICE,
     IN_MODEL_DEFINITION,
     MASK,
     NUM_WORKERS,
     OVERWRITE,
+    PIXEL_MODEL_ARGUMENTS,
     PROCESSING_EXTENT,
     SCHEDULER,
     output,
@@ -132,22 +134,11 @@ TOOL = declare(
             "outputClassifiedRaster",
         ),
         IN_MODEL_DEFINITION,
-        Parameter(
-            "arguments",
-            "key_values",
-            "Model arguments NAME=VALUE (padding, batch_size, predict_background, "
-            "test_time_augmentation, merge_policy, return_probability_raster); see "
-            "'model info'.",
-            label="Arguments",
-            rest_name="modelArguments",
-            flag="--arg",
-        ),
+        PIXEL_MODEL_ARGUMENTS,
         PROCESSING_EXTENT,
         MASK,
         CELL_SIZE,
-        Parameter(
-            "cog", "boolean", "Write a Cloud-Optimized GeoTIFF (with overviews).", off_flag=None
-        ),
+        COG,
         DEVICE,
         NUM_WORKERS,
         CLUSTER,

@@ -80,6 +80,20 @@ SCHEDULER = Parameter(
     "the inputs and the output folder.",
     label="Dask Scheduler",
 )
+PIXEL_MODEL_ARGUMENTS = Parameter(
+    "arguments",
+    "key_values",
+    "Model arguments NAME=VALUE (padding, batch_size, predict_background, "
+    "test_time_augmentation, merge_policy, return_probability_raster); see "
+    "'model info'.",
+    label="Arguments",
+    rest_name="modelArguments",
+    flag="--arg",
+)
+"""The model arguments of the tools that write a classified raster."""
+COG = Parameter(
+    "cog", "boolean", "Write a Cloud-Optimized GeoTIFF (with overviews).", off_flag=None
+)
 OVERWRITE = Parameter(
     "overwrite",
     "boolean",
