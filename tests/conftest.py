@@ -25,6 +25,12 @@ from rasterlearn.demo.sample import sample_paths
 from rasterlearn.synthetic import SyntheticScene, make_scene
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _dlpk_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Packages opened without a destination extract under the test run's own folder."""
+    os.environ["RASTERLEARN_DLPK_CACHE"] = str(tmp_path_factory.mktemp("dlpk-cache"))
+
+
 @pytest.fixture(scope="session")
 def neon() -> tuple[Path, Path]:
     """The NEON OSBS_029 tile (400 x 400 px RGB uint8, EPSG:32617, no nodata) and its trees."""

@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 
 from rasterlearn.errors import InputError, OutputError, ParameterError
-from rasterlearn.formats.dlpk import create_dlpk, edit_dlpk, inspect_dlpk, open_dlpk
+from rasterlearn.formats.dlpk import (
+    create_dlpk,
+    dlpk_cache_root,
+    edit_dlpk,
+    inspect_dlpk,
+    open_dlpk,
+)
 from rasterlearn.formats.model_source import load_model_definition
 
 EMD = {  # arcgis.learn style, as the Pro Train tool saves it (PRF inside Pro)
@@ -176,10 +182,35 @@ def test_open_extracts_everything_and_returns_the_emd(model_folder: Path, tmp_pa
     # The default destination is a cache folder, reused while the package is unchanged.
     cached = open_dlpk(package)
     assert cached.read_bytes() == MODEL_FILES["lakes.emd"]
-    assert Path(tempfile.gettempdir()) in cached.parents
+    assert dlpk_cache_root() in cached.parents
     assert open_dlpk(package) == cached
     md = load_model_definition(package)
     assert md.path == cached and md.resolve() == cached.parent / "lakes.pth"
+
+
+def test_the_cache_drops_copies_of_deleted_or_changed_packages(
+    model_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RASTERLEARN_DLPK_CACHE", str(tmp_path / "cache"))
+    kept = _package_in(model_folder, tmp_path / "kept")
+    deleted = _package_in(model_folder, tmp_path / "deleted")
+    changed = _package_in(model_folder, tmp_path / "changed")
+    copies = {p.parent.name: open_dlpk(p).parent for p in (kept, deleted, changed)}
+    deleted.unlink()
+    os.utime(changed, ns=(0, 0))
+    # a copy made or used within the last minute may be in use by another process
+    assert {p.parent for p in copies.values()} == {tmp_path / "cache"}
+    for key_file in (tmp_path / "cache").glob("*.key"):
+        os.utime(key_file, (1, 1))
+    newer = open_dlpk(_package_in(model_folder, tmp_path / "newer")).parent
+    left = {p for p in (tmp_path / "cache").iterdir() if p.suffix != ".key"}
+    assert left == {copies["kept"], newer}
+    assert open_dlpk(changed).parent != copies["changed"]
+
+
+def _package_in(model_folder: Path, folder: Path) -> Path:
+    folder.mkdir()
+    return create_dlpk(model_folder, folder / "lakes.dlpk")
 
 
 @pytest.mark.parametrize(

@@ -8,12 +8,14 @@ refuses entries that would land outside the destination, links, and oversized co
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 import zipfile
 import zlib
@@ -33,6 +35,7 @@ __all__ = [
     "DlpkEntry",
     "DlpkInfo",
     "create_dlpk",
+    "dlpk_cache_root",
     "edit_dlpk",
     "inspect_dlpk",
     "open_dlpk",
@@ -66,6 +69,7 @@ _INFO_PROPERTIES = (
 )
 
 _CHUNK = 1024 * 1024
+_PRUNE_GRACE_S = 60.0
 _S_IFMT = 0o170000
 _S_IFLNK = 0o120000
 # Our own atomic outputs (outputs.atomic_output) and other leftovers that are not model files.
@@ -294,13 +298,59 @@ def _extract(
             ) from None
 
 
-def _cache_folder(package: Path) -> Path:
-    stat = package.stat()
-    key = f"{package.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+def dlpk_cache_root() -> Path:
+    """The folder packages are extracted to when no destination is given.
+
+    ``$RASTERLEARN_DLPK_CACHE`` when set, else ``rasterlearn-<uid>/dlpk`` in the system
+    temporary folder.
+    """
+    if configured := os.environ.get("RASTERLEARN_DLPK_CACHE"):
+        return Path(configured).expanduser()
     user = os.getuid() if hasattr(os, "getuid") else "user"
-    root = Path(tempfile.gettempdir()) / f"rasterlearn-{user}" / "dlpk"
-    return root / f"{package.stem}-{digest}"
+    return Path(tempfile.gettempdir()) / f"rasterlearn-{user}" / "dlpk"
+
+
+def _cache_key(package: Path) -> str:
+    stat = package.stat()
+    return f"{package.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+def _cache_folder(package: Path) -> Path:
+    digest = hashlib.sha256(_cache_key(package).encode()).hexdigest()[:16]
+    return dlpk_cache_root() / f"{package.stem}-{digest}"
+
+
+def _key_file(folder: Path) -> Path:
+    return folder.with_name(f"{folder.name}.key")
+
+
+def _prune_cache(root: Path, keep: Path) -> None:
+    """Remove extracted copies of packages that were deleted or changed since.
+
+    Each copy has a ``<folder>.key`` file beside it holding the key it was made for; a copy
+    whose package no longer has that key can never be reused. Copies touched within the
+    last minute are left alone: another process may have just made or opened one.
+    """
+    recent = time.time() - _PRUNE_GRACE_S
+    for key_file in root.glob("*.key"):
+        folder = key_file.with_name(key_file.name.removesuffix(".key"))
+        if folder == keep:
+            continue
+        try:
+            if key_file.stat().st_mtime > recent:
+                continue
+            key = key_file.read_text(encoding="utf-8")
+            source = Path(key.rsplit("|", 2)[0])
+            if source.is_file() and _cache_key(source) == key:
+                continue
+        except (OSError, ValueError):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        key_file.unlink(missing_ok=True)
+    for partial in root.glob(".*.partial-*"):  # left by a process that was killed
+        with contextlib.suppress(OSError):
+            if partial.stat().st_mtime < recent - 3600:
+                shutil.rmtree(partial, ignore_errors=True)
 
 
 def open_dlpk(
@@ -343,6 +393,8 @@ def open_dlpk(
             return Path(dest).absolute() / emd_name
         folder = _cache_folder(package)
         if (folder / emd_name).is_file():
+            with contextlib.suppress(OSError):
+                _key_file(folder).touch()
             return folder / emd_name
         folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = folder.with_name(f".{folder.name}.partial-{uuid.uuid4().hex[:8]}")
@@ -352,6 +404,7 @@ def open_dlpk(
             if folder.exists():  # an incomplete earlier copy
                 shutil.rmtree(folder, ignore_errors=True)
             tmp.rename(folder)
+            _key_file(folder).write_text(_cache_key(package), encoding="utf-8")
         except OSError as err:
             if not (folder / emd_name).is_file():  # not another process's complete copy
                 raise OutputError(
@@ -360,6 +413,7 @@ def open_dlpk(
                 ) from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+        _prune_cache(folder.parent, keep=folder)
         return folder / emd_name
 
 
