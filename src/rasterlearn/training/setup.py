@@ -52,6 +52,7 @@ class TrainingSetup:
         criterion: The pixel loss the model arguments ask for; None: the task's default.
         train_loader: Batches of ``train_set``.
         valid_loader: Batches of ``valid_set``.
+        monitor: The monitor keyword (a key of :data:`MONITORS`) that picks the best model.
     """
 
     data: TrainingData
@@ -64,6 +65,17 @@ class TrainingSetup:
     criterion: torch.nn.Module | None
     train_loader: DataLoader
     valid_loader: DataLoader
+    monitor: str = "VALID_LOSS"
+
+    @property
+    def monitored_metric(self) -> str:
+        """The metric the training task logs for :attr:`monitor`."""
+        return MONITORS[self.monitor][0]
+
+    @property
+    def monitor_mode(self) -> str:
+        """``min`` or ``max``: whether a lower or a higher :attr:`monitored_metric` is better."""
+        return MONITORS[self.monitor][1]
 
 
 @dataclass(frozen=True)
@@ -101,7 +113,8 @@ def prepare_training(settings: TrainingSettings) -> TrainingSetup:
     spec = check_model_fits_data(
         (model_type or model_types_for(data.metadata_format)[0]).upper(), data.metadata_format
     )
-    _check_monitor(settings.monitor, spec)
+    monitor = settings.monitor_for(spec.task)
+    _check_monitor(monitor, spec)
     chip = _chip_size(settings.chip_size, data)
     train_idx, valid_idx = data.split(settings.validation_percentage, settings.seed)
     batch = _batch_size(settings.batch_size, spec, len(train_idx))
@@ -144,6 +157,7 @@ def prepare_training(settings: TrainingSettings) -> TrainingSetup:
         criterion=criterion,
         train_loader=train_loader,
         valid_loader=valid_loader,
+        monitor=monitor,
     )
 
 
