@@ -116,7 +116,7 @@ def test_smoothing_and_the_valley_rule():
     # flat, then a descent from step 10 to 30, then divergence
     curve = np.concatenate([np.full(10, 3.0), np.linspace(3.0, 1.0, 21)[1:], np.linspace(1, 5, 8)])
     start, end = valley(smooth(curve, 3))
-    assert 8 <= start <= 11 and 28 <= end <= 30
+    assert start <= 10 and 28 <= end <= 30  # the flat start is level: any point of it
 
 
 @pytest.mark.parametrize(
