@@ -35,6 +35,8 @@ from rasterlearn.training.settings import MONITORS, TrainingSettings
 from rasterlearn.training.task import TASK_METRICS
 
 DETECTION_TASKS = ("detection", "instance")
+MIN_STEPS_PER_EPOCH = 8
+"""The default batch size leaves at least this many training steps an epoch (down to 2 chips)."""
 
 
 @dataclass(frozen=True)
@@ -183,16 +185,21 @@ def _chip_size(chip_size: int | None, data: TrainingData) -> int:
 
 
 def _batch_size(batch_size: int | None, spec: ModelSpec, train_chips: int) -> int:
-    """The batch size given, or the model type's default capped at the training chips."""
-    batch = int(batch_size or spec.default_batch_size)
+    """The batch size given, or the model type's default made small enough for
+    :data:`MIN_STEPS_PER_EPOCH` steps an epoch (a few hundred chips at ArcGIS's 64 a batch
+    would give the one-cycle schedule 2-5 steps an epoch)."""
+    if batch_size is None:
+        fitting = max(2, min(spec.default_batch_size, train_chips // MIN_STEPS_PER_EPOCH))
+        return max(1, min(fitting, train_chips))
+    batch = int(batch_size)
     if batch < 1:
         raise ParameterError(f"batch_size must be at least 1, got {batch_size}", "use e.g. 8")
-    if batch_size is not None and batch > train_chips:
+    if batch > train_chips:
         raise ParameterError(
             f"batch size {batch} is larger than the {train_chips} training chips",
             f"use --batch-size {max(1, train_chips)} or less, or export more chips",
         )
-    return min(batch, train_chips)
+    return batch
 
 
 def _dataset_class(task: str) -> type[ChipDataset]:
