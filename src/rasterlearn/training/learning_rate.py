@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -338,7 +338,7 @@ def _checked(
         reason = choice.reason
         if choice.rule != "fallback":
             reason += f"; {CHECK_STEPS} steps at it lowered the loss ({before:.4g} -> {after:.4g})"
-        return LearningRateChoice(**{**_fields(choice), "reason": reason, **numbers})
+        return replace(choice, reason=reason, **numbers)
     family = choice.family
     assert family is not None
     why = (
@@ -349,11 +349,7 @@ def _checked(
     before, after = _check(
         model, loss_of, probe, stream, initial, fallback.rate, seed, weight_decay
     )
-    return LearningRateChoice(**{**_fields(fallback), "loss_before": before, "loss_after": after})
-
-
-def _fields(choice: LearningRateChoice) -> dict[str, Any]:
-    return {f: getattr(choice, f) for f in choice.__dataclass_fields__}
+    return replace(fallback, loss_before=before, loss_after=after)
 
 
 def _check(
