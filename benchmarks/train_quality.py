@@ -1,7 +1,13 @@
 """Training quality on CPU: pixel accuracy and AP50 on held-out chips, with epochs and minutes.
 
 Run: ``.venv/bin/python benchmarks/train_quality.py [--epochs 12] [--models UNET,FCOS,...]
-[--only synthetic|neon]``.
+[--only synthetic|neon] [--defaults]``.
+
+``--defaults`` trains as a new user would: no learning rate (the range test chooses it), no
+batch size, no epochs (ArcGIS's 20, early stopping on the model type's metric), only the model
+type and a ResNet-18 backbone; it prints the chosen learning rate and why, and the bar of each
+model type (UNET >= 0.90 pixel accuracy, detectors >= 0.80 AP50, FEATURE_CLASSIFIER >= 0.90
+accuracy on held-out chips).
 MASKRCNN trains on RCNN_Masks chips and is scored by its boxes. Trains on a synthetic scene
 (the held-out part is a separate scene of the same generator, so
 no chip overlaps the training area) and a detector on the NEON sample (west 3/4 for training,
@@ -23,7 +29,12 @@ import torch
 from rasterio.windows import Window
 
 from rasterlearn import export_training_data, read_export_folder
-from rasterlearn.data.datasets import DetectionDataset, SegmentationDataset, collate_detection
+from rasterlearn.data.datasets import (
+    ClassificationDataset,
+    DetectionDataset,
+    SegmentationDataset,
+    collate_detection,
+)
 from rasterlearn.data.merge import TrainingData
 from rasterlearn.demo.sample import sample_paths
 from rasterlearn.metrics.detection import class_accuracy
@@ -32,13 +43,44 @@ from rasterlearn.synthetic import make_scene
 from rasterlearn.tools.train_deep_learning_model import train_deep_learning_model
 
 DETECTORS = ("FCOS", "RETINANET", "FASTERRCNN", "MASKRCNN")
+ALL_MODELS = "UNET,FCOS,RETINANET,FASTERRCNN,MASKRCNN,FEATURE_CLASSIFIER"
+BARS = {"UNET": 0.90, "DEEPLAB": 0.90, "FEATURE_CLASSIFIER": 0.90}
+"""The quality each model type must reach on held-out chips (detectors: 0.80 AP50)."""
+FORMATS = {
+    "UNET": "Classified_Tiles",
+    "DEEPLAB": "Classified_Tiles",
+    "MASKRCNN": "RCNN_Masks",
+    "FEATURE_CLASSIFIER": "Labeled_Tiles",
+}
+"""The export format of each model type (others: PASCAL_VOC_rectangles)."""
+
+
+def tuning(model_type: str, epochs: int, defaults: bool) -> dict:
+    """The training arguments: the tuned ones, or none but the backbone with ``defaults``."""
+    if defaults:
+        return {"backbone_model": "resnet18", "seed": 1}
+    return {
+        "max_epochs": epochs,
+        "backbone_model": "resnet18",
+        "batch_size": 8,
+        "learning_rate": 3e-4 if model_type in ("FASTERRCNN", "MASKRCNN") else 2e-3,
+        "seed": 1,
+    }
 
 
 def held_out_scores(model_dir: Path, test_folder: Path, task: str) -> float:
-    """Pixel accuracy (pixel task) or mean AP50 (detectors) of a saved model on test chips."""
+    """Pixel accuracy (pixel task), accuracy (chip classifiers) or mean AP50 (detectors) of a
+    saved model on test chips."""
     trained = load_trained_model(next(model_dir.glob("*.emd")))
     data = TrainingData(test_folder)
     chip = trained.definition.get("ImageHeight")
+    if task == "classification":
+        ds = ClassificationDataset(data, chip_size=chip, normalizer=trained.normalizer)
+        with torch.no_grad():
+            right = sum(
+                int(trained.model(ds[i][0][None]).argmax(1)[0] == ds[i][1]) for i in range(len(ds))
+            )
+        return right / len(ds)
     if task == "pixel":
         ds = SegmentationDataset(data, chip_size=chip, normalizer=trained.normalizer)
         right = total = 0
@@ -108,7 +150,12 @@ def split_neon(work: Path) -> tuple[Path, Path, Path, Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--models", default="UNET,FCOS,RETINANET,FASTERRCNN")
+    parser.add_argument("--models", default=None, help=f"default {ALL_MODELS}")
+    parser.add_argument(
+        "--defaults",
+        action="store_true",
+        help="no learning rate, batch size or epochs: the defaults a new user gets",
+    )
     parser.add_argument("--neon-model", default="FCOS")
     parser.add_argument(
         "--only",
@@ -116,7 +163,7 @@ def main() -> None:
         help="run only the synthetic-scene models or only the NEON detector",
     )
     args = parser.parse_args()
-    models = [] if args.only == "neon" else args.models.split(",")
+    models = [] if args.only == "neon" else (args.models or ALL_MODELS).split(",")
     work = Path(tempfile.mkdtemp(prefix="rl-train-bench-"))
     torch.set_num_threads(2)
     try:
@@ -124,9 +171,7 @@ def main() -> None:
             train_scene = make_scene(work / "train", width=768, height=768, seed=11, cell=48)
             test_scene = make_scene(work / "test", width=384, height=384, seed=12, cell=48)
         for model_type in models:
-            fmt = {"UNET": "Classified_Tiles", "DEEPLAB": "Classified_Tiles"}.get(
-                model_type, "RCNN_Masks" if model_type == "MASKRCNN" else "PASCAL_VOC_rectangles"
-            )
+            fmt = FORMATS.get(model_type, "PASCAL_VOC_rectangles")
             for scene, name in ((train_scene, "train"), (test_scene, "test")):
                 folder = work / f"{name}_{fmt}"
                 if not folder.exists():
@@ -144,23 +189,26 @@ def main() -> None:
             result = train_deep_learning_model(
                 work / f"train_{fmt}",
                 work / f"model_{model_type}",
-                max_epochs=args.epochs,
                 model_type=model_type,
-                backbone_model="resnet18",
-                batch_size=8,
-                learning_rate=3e-4 if model_type in ("FASTERRCNN", "MASKRCNN") else 2e-3,
-                seed=1,
+                **tuning(model_type, args.epochs, args.defaults),
             )
             minutes = _minutes(start, cpu)
-            task = "pixel" if fmt == "Classified_Tiles" else "detection"
+            task = {"Classified_Tiles": "pixel", "Labeled_Tiles": "classification"}.get(
+                fmt, "detection"
+            )
             score = held_out_scores(result.out_folder, work / f"test_{fmt}", task)
-            what = "pixel accuracy" if task == "pixel" else "AP50"
+            what = {"pixel": "pixel accuracy", "classification": "accuracy"}.get(task, "AP50")
+            bar = BARS.get(model_type, 0.80)
             chips = len(read_export_folder(work / f"train_{fmt}").chips)
             print(
-                f"synthetic {model_type}: held-out {what} {score:.3f} after {result.epochs} "
-                f"epochs, {minutes} ({chips} training chips)",
+                f"synthetic {model_type}{' (defaults)' if args.defaults else ''}: held-out "
+                f"{what} {score:.3f} (bar {bar:.2f}: {'met' if score >= bar else 'NOT met'}) "
+                f"after {result.epochs} epochs, {minutes} ({chips} training chips); "
+                f"{result.learning_rate_choice.describe()}",
                 flush=True,
             )
+            for warning in result.warnings:
+                print(f"  warning: {warning}", flush=True)
         if args.only == "synthetic":
             return
         tr, trg, te, teg = split_neon(work)
@@ -175,22 +223,15 @@ def main() -> None:
                 stride_y=50,
             )
         start, cpu = time.perf_counter(), time.process_time()
+        neon = tuning(args.neon_model, args.epochs * 2, args.defaults)
         result = train_deep_learning_model(
-            work / "neon_train",
-            work / "neon_model",
-            max_epochs=args.epochs * 2,
-            model_type=args.neon_model,
-            backbone_model="resnet18",
-            batch_size=8,
-            learning_rate=3e-4 if args.neon_model in ("FASTERRCNN", "MASKRCNN") else 2e-3,
-            seed=1,
-            validation_percentage=10,
+            work / "neon_train", work / "neon_model", model_type=args.neon_model, **neon
         )
         minutes = _minutes(start, cpu)
         score = held_out_scores(result.out_folder, work / "neon_test", "detection")
         print(
             f"NEON {args.neon_model}: held-out AP50 {score:.3f} (east quarter of the tile) after "
-            f"{result.epochs} epochs, {minutes}",
+            f"{result.epochs} epochs, {minutes}; {result.learning_rate_choice.describe()}",
             flush=True,
         )
     finally:

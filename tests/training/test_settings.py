@@ -43,10 +43,20 @@ def test_parameters_are_normalised(tmp_path):
     assert s.checkpoints == tmp_path / ".model.checkpoints"
     assert (s.model_type, s.monitor, s.augmentation) == ("UNET", "MIOU", "CUSTOM")
     assert (s.devices, s.num_nodes, s.max_epochs) == (2, 1, 3)
-    assert (s.monitored_metric, s.monitor_mode) == ("miou", "max")
+    assert s.monitor_for("pixel") == "MIOU"
     assert s.arguments == {"mixup": "True"}
     assert _settings(["a", "b"], tmp_path / "m", devices="auto").devices == "auto"
     assert _settings(["a", "b"], tmp_path / "m").folders == ("a", "b")
+
+
+def test_the_default_monitor_is_the_metric_users_judge_the_model_by(tmp_path):
+    s = _settings("a", tmp_path / "model")
+    assert s.monitor is None
+    assert s.monitor_for("detection") == s.monitor_for("instance") == "AVERAGE_PRECISION"
+    assert s.monitor_for("pixel") == s.monitor_for("classification") == "ACCURACY"
+    assert _settings("a", tmp_path / "m", monitor="valid_loss").monitor_for("pixel") == (
+        "VALID_LOSS"
+    )
 
 
 @pytest.mark.parametrize(

@@ -415,3 +415,27 @@ def test_train_command_passes_augmentation_parameters(exports, tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m" / "m.dlpk").is_file()
+
+
+def test_a_model_that_learned_nothing_ends_with_a_warning(exports, tmp_path):
+    """One epoch at a far too low rate: AP ~0, and the command says so last, with advice."""
+    from typer.testing import CliRunner
+
+    from rasterlearn.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "train", str(exports["PASCAL_VOC_rectangles"]), str(tmp_path / "m"),
+            "--model-type", "FCOS", "--backbone-model", "RESNET18", "--batch-size", "8",
+            "--max-epochs", "1", "--learning-rate", "1e-8", "--augmentation", "NONE",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("warning: validation average precision is 0.0"), result.output
+    assert "--max-epochs" in last and "--learning-rate" in last
+    html = (tmp_path / "m" / "model_metrics.html").read_text()
+    assert "Warning:" in html and "given as learning_rate" in html
+    emd = json.loads((tmp_path / "m" / "m.emd").read_text())
+    assert emd["LearningRateChoice"] == {"Rule": "given", "Reason": "given as learning_rate"}

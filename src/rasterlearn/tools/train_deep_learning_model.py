@@ -46,7 +46,7 @@ def train_deep_learning_model(
     augmentation_parameters: Mapping[str, Any] | Sequence[Any] | None = None,
     chip_size: int | None = None,
     weight_init_scheme: str | None = None,
-    monitor: str = "VALID_LOSS",
+    monitor: str | None = None,
     pretrained_backbone: str | Path | None = None,
     devices: int | str | None = None,
     num_nodes: int = 1,
@@ -100,11 +100,18 @@ def _result_lines(result: TrainResult | None) -> list[str]:
     if result is None:  # another process of a distributed run: rank 0 reports
         return []
     shown = ", ".join(f"{k} {v:.3f}" for k, v in result.metrics.items())
-    return [
+    lines = [
         f"Trained {result.model_type} for {result.epochs} epochs (learning rate "
         f"{result.learning_rate:.2e}): {shown}",
+    ]
+    choice = result.learning_rate_choice
+    if choice is not None and choice.rule != "given":
+        lines.append(f"The {choice.describe()}")
+    return [
+        *lines,
         f"Model: {result.emd}",
         f"Package: {result.dlpk}",
+        *(f"warning: {w}" for w in result.warnings),
     ]
 
 
@@ -230,7 +237,8 @@ TOOL = declare(
         Parameter(
             "monitor",
             "string",
-            "The metric that picks the best model and stops training.",
+            "The metric that picks the best model and stops training; default the model "
+            "type's: AVERAGE_PRECISION for detectors, ACCURACY for pixel and chip classifiers.",
             label="Monitor Metric",
             choices=tuple(MONITORS),
         ),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import math
 import time
@@ -15,16 +14,21 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from torch.utils.data import DataLoader
 
 from rasterlearn.progress import progress_bar
+from rasterlearn.training.learning_rate import (
+    LearningRateChoice,
+    find_learning_rate,
+    rate_family,
+    sweep_steps,
+)
 from rasterlearn.training.report import EpochRecord
 from rasterlearn.training.settings import TrainingSettings
 from rasterlearn.training.setup import TrainingSetup
-from rasterlearn.training.task import TASK_METRICS, TrainingTask
+from rasterlearn.training.task import TASK_METRICS, WARM_UP, TrainingTask
 
-DEFAULT_LEARNING_RATE = 1e-3
-"""The learning rate when none is given and the range test cannot decide (or cannot run)."""
+PATIENCE = 5
+"""Epochs without improvement of the monitored metric before training stops early."""
 # Lightning's banners and tips are noise in a tool's output; warnings still show.
 for _name in ("lightning.pytorch", "lightning.fabric"):
     logging.getLogger(_name).setLevel(logging.WARNING)
@@ -36,13 +40,13 @@ class FitResult:
 
     Attributes:
         task: The Lightning task holding the model, with the best checkpoint's weights.
-        learning_rate: The (peak) learning rate used.
+        learning_rate: The (peak) learning rate used and why.
         history: Loss and metrics per epoch.
         best_score: The monitored metric of the best checkpoint, or None if none was saved.
     """
 
     task: TrainingTask = field(repr=False)
-    learning_rate: float
+    learning_rate: LearningRateChoice
     history: list[EpochRecord]
     best_score: float | None
 
@@ -85,33 +89,32 @@ def fit(settings: TrainingSettings, setup: TrainingSetup) -> FitResult | None:
     trainer_kwargs = _trainer_kwargs(settings)
     task = TrainingTask(
         setup.model,
-        learning_rate=settings.learning_rate or 1e-3,
         criterion=setup.criterion,
         mixup=bool(setup.model.model_args.get("mixup")),
     )
-    lr = float(settings.learning_rate) if settings.learning_rate else None
-    if lr is None:
-        lr = _learning_rate(settings, trainer_kwargs, task, setup)
-        task.lr = lr
+    choice = _learning_rate(settings, task, setup)
+    task.lr = choice.rate
 
     epochs = contextlib.ExitStack()  # the epochs as a progress bar (its listener only)
     history = _History(epochs.enter_context(progress_bar("Training", settings.max_epochs, False)))
     best = ModelCheckpoint(
         dirpath=settings.checkpoints,
         filename="best",
-        monitor=settings.monitored_metric,
-        mode=settings.monitor_mode,
+        monitor=setup.monitored_metric,
+        mode=setup.monitor_mode,
         save_last=True,
         save_top_k=1,
     )
     callbacks: list[Callback] = [history, best]
     if settings.stop_training:
         callbacks.append(
-            EarlyStopping(settings.monitored_metric, patience=5, mode=settings.monitor_mode)
+            EarlyStopping(setup.monitored_metric, patience=PATIENCE, mode=setup.monitor_mode)
         )
     trainer = L.Trainer(
         **trainer_kwargs,
         max_epochs=settings.max_epochs,
+        # no stop while the one-cycle schedule warms up: detectors score ~0 AP before that
+        min_epochs=math.ceil(WARM_UP * settings.max_epochs),
         callbacks=callbacks,
         default_root_dir=str(settings.checkpoints),
     )
@@ -129,17 +132,25 @@ def fit(settings: TrainingSettings, setup: TrainingSetup) -> FitResult | None:
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
         task.load_state_dict(state["state_dict"])
     score = best.best_model_score
-    return FitResult(task, lr, history.records, float(score) if score is not None else None)
+    return FitResult(task, choice, history.records, float(score) if score is not None else None)
 
 
 def _trainer_kwargs(settings: TrainingSettings) -> dict[str, Any]:
-    """The Lightning trainer options shared by the range test and the fit."""
+    """The Lightning trainer options.
+
+    Several devices or nodes train with DDP (over gloo on the CPU, where the processes of a
+    machine share its cores); some parameters of a detector may get no gradient in a step
+    (e.g. encoder stages past the pyramid levels used), which DDP must be told.
+    """
     accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-    if accelerator == "cpu":
-        torch.set_num_threads(max(1, torch.get_num_threads()))
+    devices = settings.devices or ("auto" if accelerator == "gpu" else 1)
+    distributed = settings.num_nodes > 1 or (isinstance(devices, int) and devices > 1)
+    if accelerator == "cpu" and isinstance(devices, int) and devices > 1:
+        torch.set_num_threads(max(1, torch.get_num_threads() // devices))
     return {
         "accelerator": accelerator,
-        "devices": settings.devices or ("auto" if accelerator == "gpu" else 1),
+        "devices": devices,
+        "strategy": "ddp_find_unused_parameters_true" if distributed else "auto",
         "num_nodes": settings.num_nodes,
         "precision": "16-mixed" if accelerator == "gpu" else "32-true",
         "logger": False,
@@ -148,25 +159,6 @@ def _trainer_kwargs(settings: TrainingSettings) -> dict[str, Any]:
         "deterministic": False,
         "num_sanity_val_steps": 0,
     }
-
-
-def _learning_rate(
-    settings: TrainingSettings,
-    trainer_kwargs: dict[str, Any],
-    task: TrainingTask,
-    setup: TrainingSetup,
-) -> float:
-    """The learning rate when none is given."""
-    devices = settings.devices
-    distributed = settings.num_nodes > 1 or (isinstance(devices, int) and devices > 1)
-    if distributed:  # Lightning's range test runs in one process
-        return DEFAULT_LEARNING_RATE
-    return _learning_rate_finder(
-        {**trainer_kwargs, "default_root_dir": str(settings.checkpoints)},
-        task,
-        setup.train_loader,
-        setup.valid_loader,
-    )
 
 
 @contextlib.contextmanager
@@ -181,32 +173,54 @@ def _quiet_lightning() -> Iterator[None]:
         yield
 
 
-def _learning_rate_finder(
-    trainer_kwargs: dict[str, Any],
-    task: TrainingTask,
-    train_loader: DataLoader,
-    valid_loader: DataLoader,
-) -> float:
-    """Lightning's learning-rate range test; a safe default when it cannot decide."""
-    from lightning.pytorch.tuner import Tuner
+def _learning_rate(
+    settings: TrainingSettings, task: TrainingTask, setup: TrainingSetup
+) -> LearningRateChoice:
+    """The learning rate given, or a checked range test's (see :mod:`.learning_rate`).
 
-    trainer = L.Trainer(**{**trainer_kwargs, "callbacks": [], "max_epochs": 1000})
-    steps = max(20, min(60, 3 * len(train_loader)))
+    The range test leaves the model's weights and the training loader's shuffling as they were.
+    """
+    if settings.learning_rate:
+        return LearningRateChoice.given(settings.learning_rate)
+    family = rate_family(setup.spec.model_type, setup.spec.task)
+    devices = settings.devices
+    if settings.num_nodes > 1 or (isinstance(devices, int) and devices > 1):
+        return LearningRateChoice(
+            family.known_good,
+            "fallback",
+            "a distributed run does not run the range test (its processes would have to "
+            f"agree); the known-good {family.name} rate is used",
+            family,
+        )
+    loader = setup.train_loader
+    generators = [
+        g for g in (loader.generator, getattr(loader.sampler, "generator", None)) if g is not None
+    ]
+    states = [g.get_state() for g in generators]
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    task.to(device)
     try:
-        with _quiet_lightning(), contextlib.redirect_stderr(io.StringIO()):
-            finder = Tuner(trainer).lr_find(
-                task,
-                train_loader,
-                valid_loader,
-                num_training=steps,
-                min_lr=1e-6,
-                max_lr=1e-1,
-                early_stop_threshold=None,
-                update_attr=False,
-            )
-        suggestion = finder.suggestion() if finder is not None else None
-    except Exception:
-        suggestion = None
-    if suggestion is None or not math.isfinite(suggestion):
-        return DEFAULT_LEARNING_RATE
-    return float(min(max(suggestion, 1e-5), 1e-2))
+        return find_learning_rate(
+            task.model,
+            lambda batch: task.batch_loss(_on(device, batch)),
+            lambda: iter(loader),
+            family,
+            seed=settings.seed,
+            sweep_steps=sweep_steps(len(loader)),
+            weight_decay=task.weight_decay,
+        )
+    finally:
+        task.cpu()
+        for g, state in zip(generators, states, strict=True):
+            g.set_state(state)
+
+
+def _on(device: torch.device, batch: Any) -> Any:
+    """A batch (tensors in tuples, lists and dicts) on ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: _on(device, v) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_on(device, v) for v in batch)
+    return batch

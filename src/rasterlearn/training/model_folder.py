@@ -17,6 +17,8 @@ from rasterlearn.formats.emd import PRO_FUNCTIONS_PREFIX, ModelDefinition
 from rasterlearn.inference.pro_package import add_pro_function
 from rasterlearn.outputs import atomic_output
 from rasterlearn.training.fit import FitResult
+from rasterlearn.training.learning_rate import LearningRateChoice
+from rasterlearn.training.quality import quality_warnings
 from rasterlearn.training.report import (
     EpochRecord,
     plot_confusion,
@@ -46,6 +48,8 @@ class TrainResult:
         metrics: Validation metrics of the saved model.
         history: Loss and metrics per epoch.
         model: The trained network (eval mode), as saved.
+        learning_rate_choice: How the learning rate was chosen, and why.
+        warnings: What the validation metrics say is wrong with the model (empty when none).
     """
 
     out_folder: Path
@@ -57,6 +61,8 @@ class TrainResult:
     metrics: dict[str, float]
     history: list[EpochRecord]
     model: torch.nn.Module = field(repr=False, default=None)
+    learning_rate_choice: LearningRateChoice | None = None
+    warnings: tuple[str, ...] = ()
 
 
 def write_model_folder(
@@ -72,22 +78,29 @@ def write_model_folder(
     """
     out_folder = settings.out_folder
     results = _validate(fitted.task, setup.valid_loader)
+    names = [c.name for c in setup.data.classes]
+    warnings = quality_warnings(
+        setup.spec.task,
+        results.metrics,
+        results.confusion,
+        ["NoData", *names] if setup.spec.task == "pixel" else names,
+    )
     with atomic_output(
         out_folder, overwrite=settings.overwrite or settings.resume, folder=True
     ) as tmp:
-        emd_path, dlpk_path = _write_files(
-            tmp, out_folder.name, setup, fitted, results, settings.monitored_metric
-        )
+        emd_path, dlpk_path = _write_files(tmp, out_folder.name, setup, fitted, results, warnings)
     return TrainResult(
         out_folder=out_folder,
         emd=out_folder / emd_path.name,
         dlpk=out_folder / dlpk_path.name,
         model_type=setup.spec.model_type,
         epochs=len(fitted.history),
-        learning_rate=fitted.learning_rate,
+        learning_rate=fitted.learning_rate.rate,
         metrics=results.metrics,
         history=fitted.history,
         model=fitted.task.model.eval(),
+        learning_rate_choice=fitted.learning_rate,
+        warnings=tuple(warnings),
     )
 
 
@@ -108,14 +121,14 @@ def _write_files(
     setup: TrainingSetup,
     fitted: FitResult,
     results: ValidationResults,
-    monitored_metric: str,
+    warnings: list[str],
 ) -> tuple[Path, Path]:
     torch.save(fitted.task.model.state_dict(), folder / f"{name}.pth")
     per_class = _per_class_by_name(setup, results)
-    content = _emd_content(name, setup, fitted, results, per_class, monitored_metric)
+    content = _emd_content(name, setup, fitted, results, per_class, setup.monitored_metric)
     emd_path = ModelDefinition.load(content).save(folder / f"{name}.emd")
     add_pro_function(emd_path)
-    _write_report(folder, setup, fitted, results, per_class)
+    _write_report(folder, setup, fitted, results, per_class, warnings)
     dlpk_path = create_dlpk(folder, folder / f"{name}.dlpk")
     return emd_path, dlpk_path
 
@@ -168,7 +181,8 @@ def _emd_content(
         "ImageHeight": setup.chip_size,
         "ImageWidth": setup.chip_size,
         "ImageSpaceUsed": data.image_space,
-        "LearningRate": f"{fitted.learning_rate:.4e}",
+        "LearningRate": f"{fitted.learning_rate.rate:.4e}",
+        "LearningRateChoice": fitted.learning_rate.to_emd(),
         "ModelName": spec.emd.model_name,
         "backend": "pytorch",
         "ModelParameters": {
@@ -224,6 +238,7 @@ def _write_report(
     fitted: FitResult,
     results: ValidationResults,
     per_class: dict[str, dict[str, float]],
+    warnings: list[str],
 ) -> None:
     """The loss log, the figures and ``model_metrics.html``."""
     write_loss_log(folder, fitted.history)
@@ -237,10 +252,11 @@ def _write_report(
         folder,
         setup.spec.emd.model_name,
         fitted.task.model.backbone_name,
-        f"{fitted.learning_rate:.4e}",
+        fitted.learning_rate.describe(),
         {k: round(v, 4) for k, v in results.metrics.items()},
         per_class,
         figures,
+        warnings,
     )
 
 

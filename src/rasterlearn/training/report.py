@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,8 +155,10 @@ def write_metrics_html(
     metrics: dict[str, str | float],
     per_class: dict[str, dict[str, float]] | None,
     images: list[Path],
+    warnings: Sequence[str] = (),
 ) -> Path:
-    """``model_metrics.html``: model, learning rate, metrics, per-class table and the plots."""
+    """``model_metrics.html``: model, learning rate (and why), metrics, warnings, per-class
+    table and the plots."""
     rows = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
         for k, v in metrics.items()
@@ -171,6 +174,7 @@ def write_metrics_html(
             for name, values in per_class.items()
         )
         table = f"<h2>Per class</h2><table><tr><th>Class</th>{head}</tr>{body}</table>"
+    notes = "".join(f"<p><strong>Warning:</strong> {html.escape(w)}</p>" for w in warnings)
     figures = "".join(
         f"<h2>{html.escape(p.stem.replace('_', ' '))}</h2>{_embed(p)}" for p in images
     )
@@ -182,7 +186,7 @@ th,td{{border:1px solid #ccc;padding:4px 8px;text-align:left}}img{{max-width:100
 <h1>{html.escape(model_name)}</h1>
 <table><tr><th>Backbone</th><td>{html.escape(backbone)}</td></tr>
 <tr><th>Learning rate</th><td>{html.escape(learning_rate)}</td></tr>{rows}</table>
-{table}{figures}
+{notes}{table}{figures}
 </body></html>
 """
     path = folder / "model_metrics.html"

@@ -26,6 +26,14 @@ MONITORS = {
     "RECALL": ("recall", "max"),
 }
 """ArcGIS monitor keyword -> (metric the training task logs, whether lower or higher is better)."""
+TASK_MONITORS = {
+    "pixel": "ACCURACY",
+    "classification": "ACCURACY",
+    "detection": "AVERAGE_PRECISION",
+    "instance": "AVERAGE_PRECISION",
+}
+"""The monitor when none is given: the metric users judge a model of the task by (ArcGIS's
+VALID_LOSS kept, for detectors, models whose AP had fallen while their loss still fell)."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,7 @@ class TrainingSettings:
         augmentation_parameters: The custom transforms (only with ``CUSTOM``), or None.
         chip_size: Training chip size as given, or None (the tile size).
         weight_init_scheme: First-layer init of bands beyond RGB, or None (the RGB mean).
-        monitor: A key of :data:`MONITORS`.
+        monitor: A key of :data:`MONITORS`, or None (the task's, :data:`TASK_MONITORS`).
         pretrained_backbone: Backbone weights file, ``torch-cache``, or None.
         devices: Lightning devices (an int when given as digits), or None.
         num_nodes: Machines for distributed training.
@@ -80,7 +88,7 @@ class TrainingSettings:
     augmentation_parameters: Mapping[str, Any] | Sequence[Any] | None
     chip_size: int | None
     weight_init_scheme: str | None
-    monitor: str
+    monitor: str | None
     pretrained_backbone: str | Path | None
     devices: int | str | None
     num_nodes: int
@@ -109,7 +117,7 @@ class TrainingSettings:
         augmentation_parameters: Mapping[str, Any] | Sequence[Any] | None,
         chip_size: int | None,
         weight_init_scheme: str | None,
-        monitor: str,
+        monitor: str | None,
         pretrained_backbone: str | Path | None,
         devices: int | str | None,
         num_nodes: int,
@@ -139,8 +147,8 @@ class TrainingSettings:
                 f"validation_percentage must be between 0 and 100, got {validation_percentage}",
                 "use e.g. 10",
             )
-        monitor_key = str(monitor).upper()
-        if monitor_key not in MONITORS:
+        monitor_key = str(monitor).upper() if monitor else None
+        if monitor_key is not None and monitor_key not in MONITORS:
             raise ParameterError(
                 f"unknown monitor '{monitor}'", f"use one of {', '.join(MONITORS)}"
             )
@@ -173,15 +181,9 @@ class TrainingSettings:
             progress=progress,
         )
 
-    @property
-    def monitored_metric(self) -> str:
-        """The metric the training task logs for :attr:`monitor`."""
-        return MONITORS[self.monitor][0]
-
-    @property
-    def monitor_mode(self) -> str:
-        """``min`` or ``max``: whether a lower or a higher :attr:`monitored_metric` is better."""
-        return MONITORS[self.monitor][1]
+    def monitor_for(self, task: str) -> str:
+        """The monitor keyword given, or the task's (:data:`TASK_MONITORS`)."""
+        return self.monitor or TASK_MONITORS.get(task, "VALID_LOSS")
 
 
 def _check_output(out: Path, checkpoints: Path, *, resume: bool, overwrite: bool) -> None:

@@ -36,6 +36,8 @@ from rasterlearn.training.settings import MONITORS, TrainingSettings
 from rasterlearn.training.task import TASK_METRICS
 
 DETECTION_TASKS = ("detection", "instance")
+MIN_STEPS_PER_EPOCH = 8
+"""The default batch size leaves at least this many training steps an epoch (down to 2 chips)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class TrainingSetup:
         criterion: The pixel loss the model arguments ask for; None: the task's default.
         train_loader: Batches of ``train_set``.
         valid_loader: Batches of ``valid_set``.
+        monitor: The monitor keyword (a key of :data:`MONITORS`) that picks the best model.
     """
 
     data: TrainingData
@@ -65,6 +68,17 @@ class TrainingSetup:
     criterion: torch.nn.Module | None
     train_loader: DataLoader
     valid_loader: DataLoader
+    monitor: str = "VALID_LOSS"
+
+    @property
+    def monitored_metric(self) -> str:
+        """The metric the training task logs for :attr:`monitor`."""
+        return MONITORS[self.monitor][0]
+
+    @property
+    def monitor_mode(self) -> str:
+        """``min`` or ``max``: whether a lower or a higher :attr:`monitored_metric` is better."""
+        return MONITORS[self.monitor][1]
 
 
 @dataclass(frozen=True)
@@ -102,7 +116,8 @@ def prepare_training(settings: TrainingSettings) -> TrainingSetup:
     spec = check_model_fits_data(
         (model_type or model_types_for(data.dataset_type)[0]).upper(), data.dataset_type
     )
-    _check_monitor(settings.monitor, spec)
+    monitor = settings.monitor_for(spec.task)
+    _check_monitor(monitor, spec)
     chip = _chip_size(settings.chip_size, data)
     train_idx, valid_idx = data.split(settings.validation_percentage, settings.seed)
     batch = _batch_size(settings.batch_size, spec, len(train_idx))
@@ -145,6 +160,7 @@ def prepare_training(settings: TrainingSettings) -> TrainingSetup:
         criterion=criterion,
         train_loader=train_loader,
         valid_loader=valid_loader,
+        monitor=monitor,
     )
 
 
@@ -170,16 +186,21 @@ def _chip_size(chip_size: int | None, data: TrainingData) -> int:
 
 
 def _batch_size(batch_size: int | None, spec: ModelSpec, train_chips: int) -> int:
-    """The batch size given, or the model type's default capped at the training chips."""
-    batch = int(batch_size or spec.default_batch_size)
+    """The batch size given, or the model type's default made small enough for
+    :data:`MIN_STEPS_PER_EPOCH` steps an epoch (a few hundred chips at ArcGIS's 64 a batch
+    would give the one-cycle schedule 2-5 steps an epoch)."""
+    if batch_size is None:
+        fitting = max(2, min(spec.default_batch_size, train_chips // MIN_STEPS_PER_EPOCH))
+        return max(1, min(fitting, train_chips))
+    batch = int(batch_size)
     if batch < 1:
         raise ParameterError(f"batch_size must be at least 1, got {batch_size}", "use e.g. 8")
-    if batch_size is not None and batch > train_chips:
+    if batch > train_chips:
         raise ParameterError(
             f"batch size {batch} is larger than the {train_chips} training chips",
             f"use --batch-size {max(1, train_chips)} or less, or export more chips",
         )
-    return min(batch, train_chips)
+    return batch
 
 
 def _dataset_class(task: str) -> type[ChipDataset]:

@@ -13,6 +13,8 @@ from rasterlearn.metrics.detection import class_accuracy
 from rasterlearn.metrics.pixels import PixelAccuracy, confusion_matrix
 from rasterlearn.training.losses import SegmentationLoss, mixup_batch, mixup_loss
 
+WARM_UP = 0.25
+"""Share of the training steps in which the one-cycle schedule raises the rate to its peak."""
 VALIDATION_SEED = 1234
 """Seed of the random sampling in detector validation losses (plus the batch index)."""
 TASK_METRICS = {
@@ -198,6 +200,10 @@ class TrainingTask(L.LightningModule):
             return mixup_loss(self.criterion, self.model(mixed), targets, order, lam)
         return self.criterion(self.model(images), targets)
 
+    def batch_loss(self, batch: tuple) -> torch.Tensor:
+        """The training loss of a batch ``(images, targets)``, without mixup."""
+        return self._loss(batch)
+
     def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
         loss = self._loss(batch, mix=self.mixup)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(batch[0]))
@@ -222,7 +228,14 @@ class TrainingTask(L.LightningModule):
         else:
             outputs = self.model(images)
             loss = self.criterion(outputs, targets)
-        self.log("valid_loss", loss, on_step=False, on_epoch=True, batch_size=len(images))
+        self.log(
+            "valid_loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            batch_size=len(images),
+            sync_dist=True,  # distributed: every process checkpoints and stops on the same mean
+        )
         self.accumulator.add(outputs, targets)
 
     def on_validation_epoch_start(self) -> None:
@@ -231,7 +244,7 @@ class TrainingTask(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self.last_results = self.accumulator.results()
         for name, value in self.last_results.metrics.items():
-            self.log(name, float(value))
+            self.log(name, float(value), sync_dist=True)
 
     def configure_optimizers(self) -> dict:
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -239,7 +252,7 @@ class TrainingTask(L.LightningModule):
         # OneCycleLR needs a few steps to shape its cycle; extra ones are never reached
         total = max(10, int(self.trainer.estimated_stepping_batches))
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=self.lr, total_steps=total, pct_start=0.25
+            optimizer, max_lr=self.lr, total_steps=total, pct_start=WARM_UP
         )
         return {
             "optimizer": optimizer,
