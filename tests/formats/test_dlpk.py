@@ -108,7 +108,10 @@ def test_create_is_flat_and_complete(model_folder: Path) -> None:
         for name, content in MODEL_FILES.items():
             if content is not None:
                 assert zf.read(name) == content, name
-        assert all(i.compress_type == zipfile.ZIP_DEFLATED for i in zf.infolist() if i.file_size)
+        # weights are stored (deflating float arrays gains a few percent), the rest deflated
+        kinds = {i.filename: i.compress_type for i in zf.infolist() if i.file_size}
+        assert kinds.pop("lakes.pth") == zipfile.ZIP_STORED
+        assert set(kinds.values()) == {zipfile.ZIP_DEFLATED}
     # Packaging again (overwrite) leaves the package itself out.
     again = create_dlpk(model_folder, overwrite=True)
     with zipfile.ZipFile(again) as zf:

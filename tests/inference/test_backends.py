@@ -34,6 +34,7 @@ from rasterlearn.inference.backends.raster_function import RasterFunctionPredict
 from rasterlearn.inference.backends.torchscript import TorchScriptPredictor
 from rasterlearn.inference.predictors import TileDetections, resolve_model_arguments
 from rasterlearn.models.registry import build_model, model_spec
+from rasterlearn.models.trained import architecture_parameters
 from rasterlearn.tools.classify_objects import classify_objects
 from rasterlearn.tools.classify_pixels import classify_pixels
 from rasterlearn.tools.detect_objects import detect_objects
@@ -84,7 +85,12 @@ def make_model_folder(
         "ImageWidth": CHIP,
         "ImageSpaceUsed": "MAP_SPACE",
         "ModelName": spec.emd.model_name,
-        "ModelParameters": {"backbone": model.backbone_name, "backend": "pytorch", **params},
+        "ModelParameters": {
+            "backbone": model.backbone_name,
+            "backend": "pytorch",
+            **architecture_parameters(model),
+            **params,
+        },
         **normalizer.to_emd(),
     }
     (folder / "model_metrics.html").write_text("<html>metrics</html>")

@@ -60,21 +60,21 @@ class DemoSettings:
         tile_size: Chip size in pixels (square), for both models.
         detection_stride: Step between the detector's training chips, in pixels.
         pixel_stride: Step between the pixel classifier's training chips, in pixels.
-        batch_size: Chips per training batch.
-        fcos_epochs: Epochs of the FCOS detector.
-        unet_epochs: Epochs of the UNET pixel classifier.
-        learning_rate: Peak learning rate of both (given, so no range test runs).
-        detection_threshold: Minimum confidence (0-1) of a detection.
+        batch_size: Chips per training batch (None: the Train tool's default).
+        fcos_epochs: Epochs of the FCOS detector (None: the Train tool's default).
+        unet_epochs: Epochs of the UNET pixel classifier (None: the Train tool's default).
+        learning_rate: Peak learning rate of both (None: the range test chooses it).
+        detection_threshold: Minimum confidence (0-1) of a detection (None: the model's).
     """
 
     tile_size: int
     detection_stride: int
     pixel_stride: int
-    batch_size: int
-    fcos_epochs: int
-    unet_epochs: int
-    learning_rate: float
-    detection_threshold: float
+    batch_size: int | None = None
+    fcos_epochs: int | None = None
+    unet_epochs: int | None = None
+    learning_rate: float | None = None
+    detection_threshold: float | None = None
 
 
 FULL = DemoSettings(
@@ -278,14 +278,17 @@ def _train(run: _DemoRun, exports: dict[str, Path]) -> Generator[str, None, dict
     ):
         step = f"train {model_type}"
         with run.clock(step):
+            tuned = {
+                "max_epochs": epochs,
+                "batch_size": settings.batch_size,
+                "learning_rate": settings.learning_rate,
+            }
             trained = train_deep_learning_model(
                 exports[fmt],
                 run.out / "models" / f"trees_{model_type.lower()}",
-                max_epochs=epochs,
                 model_type=model_type,
-                batch_size=settings.batch_size,
-                learning_rate=settings.learning_rate,
                 backbone_model="resnet18",
+                **{k: v for k, v in tuned.items() if v is not None},
                 stop_training=False,
                 seed=SEED,
                 overwrite=run.overwrite,
@@ -313,7 +316,11 @@ def _infer(
             run.raster,
             detections,
             models["FCOS"].emd,
-            arguments={"threshold": run.settings.detection_threshold},
+            arguments=(
+                {}
+                if run.settings.detection_threshold is None
+                else {"threshold": run.settings.detection_threshold}
+            ),
             processing_extent=split.heldout_extent,
             overwrite=run.overwrite,
         )

@@ -70,6 +70,8 @@ _INFO_PROPERTIES = (
 
 _CHUNK = 1024 * 1024
 _PRUNE_GRACE_S = 60.0
+_STORED_SUFFIXES = {".pth", ".pt", ".ts", ".torchscript", ".onnx", ".h5", ".keras", ".pb"}
+"""Weights: float arrays that deflate by a few percent at the cost of seconds, so stored."""
 _S_IFMT = 0o170000
 _S_IFLNK = 0o120000
 # Our own atomic outputs (outputs.atomic_output) and other leftovers that are not model files.
@@ -569,7 +571,8 @@ def create_dlpk(
         zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, strict_timestamps=False) as zf,
     ):
         for rel in [*folders, *files]:
-            zf.write(folder / rel, rel)
+            stored = Path(rel).suffix.lower() in _STORED_SUFFIXES
+            zf.write(folder / rel, rel, zipfile.ZIP_STORED if stored else None)
     return target
 
 

@@ -44,7 +44,7 @@ from rasterlearn.models.detection import (
     build_fcos,
     build_retinanet,
 )
-from rasterlearn.models.segmentation import DeepLab, UNet
+from rasterlearn.models.segmentation import UNET_DECODER_CHANNELS, DeepLab, UNet
 
 TASKS = ("pixel", "detection", "instance", "classification")
 """What a model predicts: class per pixel, boxes, boxes with masks, classes per chip."""
@@ -501,6 +501,7 @@ def build_model(
     model_args: Mapping[str, Any] | None = None,
     *,
     weight_init_scheme: str = "mean",
+    decoder_channels: tuple[int, ...] | None = None,
 ) -> nn.Module:
     """Build a model of an ArcGIS model type for ``num_classes`` classes and any band count.
 
@@ -520,6 +521,8 @@ def build_model(
             ``MODEL_TYPES[model_type].arguments``.
         weight_init_scheme: How bands beyond RGB get pretrained first-layer weights:
             ``mean`` (default), or ArcGIS's ``random``, ``red_band``, ``all_random`` (any case).
+        decoder_channels: Widths of a U-Net's five decoder blocks (UNET, CHANGEDETECTOR);
+            default :data:`~rasterlearn.models.segmentation.UNET_DECODER_CHANNELS`.
 
     Returns:
         The model in training mode, with the attributes described in the module docstring.
@@ -550,7 +553,7 @@ def build_model(
         )
     model: nn.Module
     if kind == "UNET":
-        model = UNet(encoder(), num_classes)
+        model = UNet(encoder(), num_classes, decoder_channels or UNET_DECODER_CHANNELS)
         encoder_path = "encoder"
     elif kind == "CHANGEDETECTOR":
         if in_channels % 2:
@@ -559,7 +562,9 @@ def build_model(
                 f"input channels, got {in_channels}",
                 "stack the before and after images' bands",
             )
-        model = ChangeDetector(encoder(bands=in_channels // 2), num_classes)
+        model = ChangeDetector(
+            encoder(bands=in_channels // 2), num_classes, decoder_channels or UNET_DECODER_CHANNELS
+        )
         encoder_path = "encoder"
     elif kind == "DEEPLAB":
         if args["pointrend"]:

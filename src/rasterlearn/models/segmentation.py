@@ -15,8 +15,13 @@ from torchvision.models.segmentation.deeplabv3 import ASPPPooling, DeepLabHead, 
 
 from rasterlearn.models.backbones import Encoder
 
-UNET_DECODER_CHANNELS = (256, 128, 64, 64, 32)
-"""Output channels of the U-Net decoder blocks, from stride 16 up to stride 1."""
+UNET_DECODER_CHANNELS = (256, 128, 64, 32, 16)
+"""Output channels of the U-Net decoder blocks, from stride 16 up to stride 1: the field's
+standard widths (segmentation_models_pytorch's U-Net), light at the two finest strides."""
+
+LEGACY_UNET_DECODER_CHANNELS = (256, 128, 64, 64, 32)
+"""The widths of models whose ``.emd`` does not record them (trained before it did): 1.5x the
+compute of :data:`UNET_DECODER_CHANNELS`, read so that those models still load."""
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
@@ -60,6 +65,7 @@ class UNet(nn.Module):
         if len(encoder.channels) != 5 or len(decoder_channels) != 5:
             raise ValueError("UNet needs an encoder with five feature maps and five decoder widths")
         self.encoder = encoder
+        self.decoder_channels = tuple(decoder_channels)
         skips = [*reversed(encoder.channels[:-1]), encoder.in_channels]
         blocks = []
         cin = encoder.channels[-1]

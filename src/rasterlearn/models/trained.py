@@ -14,9 +14,10 @@ from rasterlearn.errors import InputError
 from rasterlearn.formats.emd import ModelDefinition
 from rasterlearn.formats.model_source import load_model_definition
 from rasterlearn.models.registry import build_model, model_spec
+from rasterlearn.models.segmentation import LEGACY_UNET_DECODER_CHANNELS
 
 # ModelParameters keys that describe the build, not model arguments
-_BUILD_KEYS = {"backbone", "backend"}
+_BUILD_KEYS = {"backbone", "backend", "decoder_channels"}
 
 
 @dataclass
@@ -63,6 +64,13 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def architecture_parameters(model: nn.Module) -> dict[str, Any]:
+    """The ``ModelParameters`` entries that describe a network beyond its model arguments
+    and backbone, so that :func:`build_from_definition` rebuilds it exactly."""
+    widths = getattr(model, "decoder_channels", None)
+    return {} if widths is None else {"decoder_channels": list(widths)}
+
+
 def build_from_definition(
     definition: ModelDefinition, num_classes: int | None = None
 ) -> tuple[nn.Module, Any]:
@@ -77,6 +85,9 @@ def build_from_definition(
     params = dict(definition.get("ModelParameters") or {})
     classes = definition.get("Classes") or []
     bands = definition.get("ExtractBands") or [0, 1, 2]
+    widths = params.get("decoder_channels")
+    if widths is None and spec.model_type in ("UNET", "CHANGEDETECTOR"):
+        widths = LEGACY_UNET_DECODER_CHANNELS
     model = build_model(
         spec.model_type,
         num_classes=num_classes or len(classes),
@@ -84,6 +95,7 @@ def build_from_definition(
         backbone=params.get("backbone"),
         chip_size=int(definition.get("ImageHeight") or 224),
         model_args={k: v for k, v in params.items() if k not in _BUILD_KEYS},
+        decoder_channels=tuple(widths) if widths is not None else None,
     )
     return model, spec
 

@@ -97,15 +97,17 @@ def fit(settings: TrainingSettings, setup: TrainingSetup) -> FitResult | None:
 
     epochs = contextlib.ExitStack()  # the epochs as a progress bar (its listener only)
     history = _History(epochs.enter_context(progress_bar("Training", settings.max_epochs, False)))
+    # the best model needs only its weights; the last epoch's optimizer state is for --resume
     best = ModelCheckpoint(
         dirpath=settings.checkpoints,
         filename="best",
         monitor=setup.monitored_metric,
         mode=setup.monitor_mode,
-        save_last=True,
         save_top_k=1,
+        save_weights_only=True,
     )
-    callbacks: list[Callback] = [history, best]
+    last = ModelCheckpoint(dirpath=settings.checkpoints, filename="last", save_top_k=1)
+    callbacks: list[Callback] = [history, best, last]
     if settings.stop_training:
         callbacks.append(
             EarlyStopping(setup.monitored_metric, patience=PATIENCE, mode=setup.monitor_mode)
@@ -118,13 +120,13 @@ def fit(settings: TrainingSettings, setup: TrainingSetup) -> FitResult | None:
         callbacks=callbacks,
         default_root_dir=str(settings.checkpoints),
     )
-    last = settings.checkpoints / "last.ckpt"
+    resume_from = settings.checkpoints / "last.ckpt"
     with epochs, _quiet_lightning():
         trainer.fit(
             task,
             setup.train_loader,
             setup.valid_loader,
-            ckpt_path=str(last) if settings.resume and last.exists() else None,
+            ckpt_path=str(resume_from) if settings.resume and resume_from.exists() else None,
         )
     if not trainer.is_global_zero:
         return None  # in distributed training only the first process writes the model folder

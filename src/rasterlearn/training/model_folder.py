@@ -15,6 +15,7 @@ from rasterlearn.data.datasets import ChipDataset
 from rasterlearn.formats.dlpk import create_dlpk
 from rasterlearn.formats.emd import PRO_FUNCTIONS_PREFIX, ModelDefinition
 from rasterlearn.inference.pro_package import add_pro_function
+from rasterlearn.models.trained import architecture_parameters
 from rasterlearn.outputs import atomic_output
 from rasterlearn.training.fit import FitResult
 from rasterlearn.training.learning_rate import LearningRateChoice
@@ -188,6 +189,7 @@ def _emd_content(
         "ModelParameters": {
             "backbone": model.backbone_name,
             "backend": "pytorch",
+            **architecture_parameters(model),
             **{k: _jsonable(v) for k, v in model.model_args.items()},
         },
         "MetaDataMode": data.metadata_format,
