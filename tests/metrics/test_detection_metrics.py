@@ -9,6 +9,7 @@ from rasterlearn.metrics.detection import (
     COCO_IOU_THRESHOLDS,
     COCO_RECALL_THRESHOLDS,
     all_point_ap,
+    best_f1_threshold,
     box_iou,
     box_iou_pairs,
     class_accuracy,
@@ -139,3 +140,23 @@ def test_coco_ap_by_hand():
 def test_coco_thresholds_are_cocos():
     np.testing.assert_allclose(COCO_IOU_THRESHOLDS, np.arange(10) * 0.05 + 0.5, atol=1e-12)
     assert len(COCO_RECALL_THRESHOLDS) == 101 and COCO_RECALL_THRESHOLDS[-1] == 1.0
+
+
+def test_best_f1_threshold_keeps_the_detections_that_pay() -> None:
+    truth = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], dtype=float)
+    # two right detections scored 0.9 and 0.6, a wrong one at 0.7, the third right at 0.2
+    boxes = np.array([[0, 0, 10, 10], [60, 60, 70, 70], [20, 20, 30, 30], [40, 40, 50, 50]])
+    scores = np.array([0.9, 0.7, 0.6, 0.2])
+    # k=1: F1 2/4; k=2: 2/5; k=3: 4/6; k=4: 6/7 -> keep all four, down to 0.2
+    threshold, f1 = best_f1_threshold([[(boxes, scores)]], [[truth]])
+    assert threshold == 0.2 and f1 == pytest.approx(6 / 7)
+    # with the third truth box gone the fourth detection is wrong: stop at 0.6
+    threshold, f1 = best_f1_threshold([[(boxes, scores)]], [[truth[:2]]])
+    assert threshold == 0.6 and f1 == pytest.approx(4 / 5)
+    # classes are pooled: a second class's right detection at 0.65 is kept too
+    other = (np.array([[0, 0, 5, 5]]), np.array([0.65]))
+    threshold, f1 = best_f1_threshold(
+        [[(boxes, scores)], [other]], [[truth[:2]], [np.array([[0, 0, 5, 5]])]]
+    )
+    assert threshold == 0.6 and f1 == pytest.approx(6 / 7)
+    assert best_f1_threshold([[(boxes[:0], scores[:0])]], [[truth]]) is None

@@ -208,13 +208,15 @@ def test_objects_across_tile_borders_are_found_once(models, tmp_path):
 def test_detection_options_and_formats(models, tmp_path):
     raster = models.scene.raster_path
     base = gpd.read_file(detect_objects(raster, tmp_path / "a.gpkg", models.fcos))
-    # a low threshold finds more; NMS over polygons with ratio 0 leaves no overlaps per class
+    # a lower threshold than training chose finds more; NMS over polygons with ratio 0 leaves
+    # no overlaps per class
+    chosen = json.loads(models.fcos.read_text())["DetectionThreshold"]
     low = gpd.read_file(
         detect_objects(
             raster,
             tmp_path / "b.shp",
             models.fcos,
-            {"threshold": 0.2},
+            {"threshold": chosen / 2},
             run_nms=True,
             confidence_score_field="Score",
             class_value_field="Label",
@@ -239,6 +241,18 @@ def test_detection_options_and_formats(models, tmp_path):
     empty = detect_objects(raster, tmp_path / "c.gpkg", models.fcos, {"threshold": 1.0})
     info = pyogrio.read_info(empty)
     assert info["features"] == 0 and list(info["fields"]) == ["Class", "Confidence"]
+
+
+def test_detection_defaults_to_the_threshold_of_the_best_validation_f1(models, tmp_path):
+    chosen = json.loads(models.fcos.read_text())["DetectionThreshold"]
+    assert 0.01 <= chosen < 1
+    raster = models.scene.raster_path
+    default = gpd.read_file(detect_objects(raster, tmp_path / "a.gpkg", models.fcos))
+    given = gpd.read_file(
+        detect_objects(raster, tmp_path / "b.gpkg", models.fcos, {"threshold": chosen})
+    )
+    assert len(default) and default.equals(given)
+    assert default["Confidence"].min() >= chosen * 100 - 1e-6
 
 
 # ---------------------------------------------------------------------- classify objects

@@ -118,9 +118,18 @@ class _Clock:
             self.minutes[step] = self.minutes.get(step, 0.0) + elapsed
 
 
-def _settings_shown(settings: DemoSettings, exports: dict[str, Path]) -> dict[str, str]:
-    """The run's settings as the report shows them."""
+def _settings_shown(
+    settings: DemoSettings, exports: dict[str, Path], models: dict[str, TrainResult]
+) -> dict[str, str]:
+    """The run's settings as the report shows them (what the defaults chose, where left)."""
     chips = {fmt: len(read_export_folder(folder).chips) for fmt, folder in exports.items()}
+
+    def rate(model_type: str) -> str:
+        choice = models[model_type].learning_rate_choice
+        chosen = "" if choice is None or choice.rule == "given" else ", range test"
+        return f"{model_type} {models[model_type].learning_rate:.2g}{chosen}"
+
+    threshold = settings.detection_threshold
     return {
         "Chips": f"{settings.tile_size} x {settings.tile_size} px",
         "Detector chips (stride)": (
@@ -130,11 +139,12 @@ def _settings_shown(settings: DemoSettings, exports: dict[str, Path]) -> dict[st
             f"{chips['Classified_Tiles']} ({settings.pixel_stride} px)"
         ),
         "Backbone": "ResNet-18, random initial weights",
-        "Epochs FCOS / UNET": f"{settings.fcos_epochs} / {settings.unet_epochs}",
-        "Batch size, peak learning rate": (
-            f"{settings.batch_size}, {settings.learning_rate:g} (one-cycle)"
-        ),
-        "Detection threshold": f"{settings.detection_threshold:g}",
+        "Epochs FCOS / UNET": f"{models['FCOS'].epochs} / {models['UNET'].epochs}",
+        "Batch size": "the Train tool's default"
+        if settings.batch_size is None
+        else str(settings.batch_size),
+        "Peak learning rate (one-cycle)": f"{rate('FCOS')}; {rate('UNET')}",
+        "Detection threshold": "the model's" if threshold is None else f"{threshold:g}",
         "Classify Pixels": "test-time augmentation (8 flips and turns averaged)",
         "Seed": str(SEED),
     }
@@ -216,7 +226,7 @@ def run_demo(
             model_folders={k: v.out_folder for k, v in models.items()},
             figures=figures,
             minutes=run.clock.minutes,
-            settings=_settings_shown(run.settings, exports),
+            settings=_settings_shown(run.settings, exports, models),
             quick=quick,
         )
     total = _write_summary(run, split, figures, len(gpd.read_file(detections)), models)

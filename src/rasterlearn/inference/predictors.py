@@ -211,7 +211,9 @@ def inference_arguments(task: str, tile_height: int, raw: dict) -> tuple[ModelAr
             *variable,
         )
     if task in (DETECTION, INSTANCE):
-        threshold = 0.9 if task == INSTANCE and raw.get("ModelName") == "MaskRCNN" else 0.5
+        threshold = raw.get("DetectionThreshold") or (
+            0.9 if task == INSTANCE and raw.get("ModelName") == "MaskRCNN" else 0.5
+        )
         args = [
             padding,
             a("threshold", float, threshold, "minimum confidence of a detection (0-1)"),

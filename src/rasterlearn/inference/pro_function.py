@@ -106,6 +106,7 @@ class RasterlearnFunction:
         )
         self.padding = self.height // 4 if self.task != "classification" else 0
         self.batch_size = int(emd.get("BatchSize") or 4)
+        self.threshold = float(emd.get("DetectionThreshold") or 0.5)
         self._normalization(emd.get("NormalizationStats"))
         if self.task == "detection":
             import torchvision  # noqa: F401  (registers the operators a detector's graph calls)
@@ -181,7 +182,12 @@ class RasterlearnFunction:
         if self.task == "detection":
             return [
                 padding,
-                arg("threshold", "numeric", 0.5, "Minimum confidence of a detection (0-1)."),
+                arg(
+                    "threshold",
+                    "numeric",
+                    self.threshold,
+                    "Minimum confidence of a detection (0-1).",
+                ),
                 arg("nms_overlap", "numeric", 0.1, "IoU above which the weaker box goes."),
                 arg(
                     "exclude_pad_detections",
@@ -198,7 +204,7 @@ class RasterlearnFunction:
 
     def getConfiguration(self, **scalars: object) -> dict:
         """Bands, padding and block size (one model tile per block) for the argument values."""
-        self.threshold = float(scalars.get("threshold", 0.5))
+        self.threshold = float(scalars.get("threshold", self.threshold))
         self.nms_overlap = float(scalars.get("nms_overlap", 0.1))
         self.exclude_pad = _flag(scalars.get("exclude_pad_detections", "True"))
         self.predict_background = _flag(scalars.get("predict_background", "True"))

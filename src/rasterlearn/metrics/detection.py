@@ -225,3 +225,39 @@ def class_accuracy(
         recall_curve=recall,
         precision_curve=precision,
     )
+
+
+def best_f1_threshold(
+    detections: list[list[tuple[np.ndarray, np.ndarray]]],
+    ground_truth: list[list[np.ndarray]],
+    iou_threshold: float = 0.5,
+) -> tuple[float, float] | None:
+    """The score threshold that gives the best F1 over all classes together.
+
+    Detections of every class are matched as for :func:`class_accuracy`, pooled and ranked by
+    score; keeping the ``k`` best gives ``F1 = 2 TP_k / (k + references)``. The threshold is
+    the lowest score kept at the best ``k``.
+
+    Args:
+        detections: Per class, per image ``(boxes (N, 4), scores (N,))``.
+        ground_truth: Per class, per image reference boxes ``(M, 4)``.
+        iou_threshold: Minimum IoU for a true positive.
+
+    Returns:
+        ``(threshold, F1)``, or None when there are no detections or no references.
+    """
+    scores, hits, references = [], [], 0
+    for class_detections, class_truth in zip(detections, ground_truth, strict=True):
+        for (boxes, image_scores), truth in zip(class_detections, class_truth, strict=True):
+            image_scores = np.asarray(image_scores, dtype=np.float64).ravel()
+            scores.append(image_scores)
+            hits.append(match_detections(boxes, image_scores, truth, [iou_threshold])[0])
+            references += len(_boxes(truth))
+    if not references or not sum(len(s) for s in scores):
+        return None
+    pooled = np.concatenate(scores)
+    order = rank_by_score(pooled)
+    true_positives = np.cumsum(np.concatenate(hits)[order])
+    f1 = 2 * true_positives / (np.arange(1, len(order) + 1) + references)
+    best = int(np.argmax(f1))
+    return float(pooled[order][best]), float(f1[best])

@@ -113,7 +113,10 @@ def _validate(task: TrainingTask, loader: DataLoader) -> ValidationResults:
         for images, targets in loader:
             outputs = task.model(list(images) if task.task in DETECTION_TASKS else images)
             task.accumulator.add(outputs, targets)
-    return task.accumulator.results()
+    results = task.accumulator.results()
+    if task.task in DETECTION_TASKS:
+        results.detection_threshold = task.accumulator.detection_threshold()
+    return results
 
 
 def _write_files(
@@ -184,6 +187,12 @@ def _emd_content(
         "ImageSpaceUsed": data.image_space,
         "LearningRate": f"{fitted.learning_rate.rate:.4e}",
         "LearningRateChoice": fitted.learning_rate.to_emd(),
+        # Detect Objects' default threshold: the best F1 on the validation chips
+        **(
+            {"DetectionThreshold": results.detection_threshold}
+            if results.detection_threshold is not None
+            else {}
+        ),
         "ModelName": spec.emd.model_name,
         "backend": "pytorch",
         "ModelParameters": {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import lightning as L
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rasterlearn.metrics.detection import class_accuracy
+from rasterlearn.metrics.detection import best_f1_threshold, class_accuracy
 from rasterlearn.metrics.pixels import PixelAccuracy, confusion_matrix
 from rasterlearn.training.losses import SegmentationLoss, mixup_batch, mixup_loss
 
@@ -32,6 +33,7 @@ class ValidationResults:
     metrics: dict[str, float] = field(default_factory=dict)
     per_class: dict[int, dict[str, float]] = field(default_factory=dict)
     confusion: np.ndarray | None = None
+    detection_threshold: float | None = None
 
 
 class _Accumulator:
@@ -79,6 +81,14 @@ class _Accumulator:
                     mine = labels == c + 1
                     self.detections[c].append((boxes[mine], scores[mine]))
                     self.truths[c].append(true_boxes[true_labels == c + 1])
+
+    def detection_threshold(self) -> float | None:
+        """The score threshold of the best F1 over all classes (floored to 0.01), or None
+        when no detection is right."""
+        best = best_f1_threshold(self.detections, self.truths)
+        if best is None or best[1] == 0.0:
+            return None
+        return max(0.01, math.floor(best[0] * 100) / 100)
 
     def results(self) -> ValidationResults:
         if self.task in ("detection", "instance"):
