@@ -25,6 +25,7 @@ test: $(STAMP) chromium
 	$(VENV)/bin/pytest -n 2 --dist loadfile tests
 
 bench: $(STAMP)
+	$(PY) -m pip install -q -e ".[dev,bench]"
 	for b in export nms inference scale serve train_quality web cell_size change_detection; do $(PY) benchmarks/$$b.py || exit 1; done
 
 clean:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from rasterlearn.models.backbones import Encoder
-from rasterlearn.models.segmentation import UNET_DECODER_CHANNELS, UNet
+from rasterlearn.models.segmentation import LEGACY_UNET_DECODER_CHANNELS, UNet
 
 
 class ChangeDetector(UNet):
@@ -24,14 +24,15 @@ class ChangeDetector(UNet):
     Args:
         encoder: The backbone body, built for the bands of one image.
         num_classes: Number of change classes K.
-        decoder_channels: Channels of the five decoder blocks (stride 16, 8, 4, 2, 1).
+        decoder_channels: Channels of the five decoder blocks (stride 16, 8, 4, 2, 1); the
+            wider ones the change benchmark was measured with by default.
     """
 
     def __init__(
         self,
         encoder: Encoder,
         num_classes: int,
-        decoder_channels: tuple[int, ...] = UNET_DECODER_CHANNELS,
+        decoder_channels: tuple[int, ...] = LEGACY_UNET_DECODER_CHANNELS,
     ) -> None:
         super().__init__(encoder, num_classes, decoder_channels)
 

@@ -44,7 +44,12 @@ from rasterlearn.models.detection import (
     build_fcos,
     build_retinanet,
 )
-from rasterlearn.models.segmentation import UNET_DECODER_CHANNELS, DeepLab, UNet
+from rasterlearn.models.segmentation import (
+    LEGACY_UNET_DECODER_CHANNELS,
+    UNET_DECODER_CHANNELS,
+    DeepLab,
+    UNet,
+)
 
 TASKS = ("pixel", "detection", "instance", "classification")
 """What a model predicts: class per pixel, boxes, boxes with masks, classes per chip."""
@@ -522,7 +527,8 @@ def build_model(
         weight_init_scheme: How bands beyond RGB get pretrained first-layer weights:
             ``mean`` (default), or ArcGIS's ``random``, ``red_band``, ``all_random`` (any case).
         decoder_channels: Widths of a U-Net's five decoder blocks (UNET, CHANGEDETECTOR);
-            default :data:`~rasterlearn.models.segmentation.UNET_DECODER_CHANNELS`.
+            default :data:`~rasterlearn.models.segmentation.UNET_DECODER_CHANNELS` (a change
+            detector's: the legacy widths it was measured with).
 
     Returns:
         The model in training mode, with the attributes described in the module docstring.
@@ -562,8 +568,11 @@ def build_model(
                 f"input channels, got {in_channels}",
                 "stack the before and after images' bands",
             )
+        # measured (benchmarks/change_detection.py) with the wider decoder; kept until re-measured
         model = ChangeDetector(
-            encoder(bands=in_channels // 2), num_classes, decoder_channels or UNET_DECODER_CHANNELS
+            encoder(bands=in_channels // 2),
+            num_classes,
+            decoder_channels or LEGACY_UNET_DECODER_CHANNELS,
         )
         encoder_path = "encoder"
     elif kind == "DEEPLAB":
