@@ -15,9 +15,10 @@ from torchvision.models.segmentation.deeplabv3 import ASPPPooling, DeepLabHead, 
 
 from rasterlearn.models.backbones import Encoder
 
-UNET_DECODER_CHANNELS = (256, 128, 64, 32, 16)
+UNET_DECODER_CHANNELS = (256, 128, 64, 32, 32)
 """Output channels of the U-Net decoder blocks, from stride 16 up to stride 1: the field's
-standard widths (segmentation_models_pytorch's U-Net), light at the two finest strides."""
+standard widths (segmentation_models_pytorch's U-Net) but 32 channels at full resolution, where
+16 lost a tenth of a point of held-out pixel accuracy (benchmarks/train_quality.py)."""
 
 LEGACY_UNET_DECODER_CHANNELS = (256, 128, 64, 64, 32)
 """The widths of models whose ``.emd`` does not record them (trained before it did): 1.5x the
