@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from rasterlearn.data.normalization import Normalizer
-from rasterlearn.errors import InputError
+from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.formats.emd import ModelDefinition
 from rasterlearn.formats.model_source import load_model_definition
 from rasterlearn.models.registry import build_model, model_spec
@@ -71,6 +71,19 @@ def architecture_parameters(model: nn.Module) -> dict[str, Any]:
     return {} if widths is None else {"decoder_channels": list(widths)}
 
 
+def recorded_decoder_channels(definition: ModelDefinition) -> tuple[int, ...] | None:
+    """The U-Net decoder widths a definition records; a U-Net saved before they were recorded
+    has the legacy widths. None for other models."""
+    widths = (definition.get("ModelParameters") or {}).get("decoder_channels")
+    if widths is not None:
+        return tuple(int(w) for w in widths)
+    try:
+        model_type = model_spec(str(definition.get("ModelName"))).model_type
+    except ParameterError:  # not one of ours: no U-Net to rebuild
+        return None
+    return LEGACY_UNET_DECODER_CHANNELS if model_type in ("UNET", "CHANGEDETECTOR") else None
+
+
 def build_from_definition(
     definition: ModelDefinition, num_classes: int | None = None
 ) -> tuple[nn.Module, Any]:
@@ -85,9 +98,6 @@ def build_from_definition(
     params = dict(definition.get("ModelParameters") or {})
     classes = definition.get("Classes") or []
     bands = definition.get("ExtractBands") or [0, 1, 2]
-    widths = params.get("decoder_channels")
-    if widths is None and spec.model_type in ("UNET", "CHANGEDETECTOR"):
-        widths = LEGACY_UNET_DECODER_CHANNELS
     model = build_model(
         spec.model_type,
         num_classes=num_classes or len(classes),
@@ -95,7 +105,7 @@ def build_from_definition(
         backbone=params.get("backbone"),
         chip_size=int(definition.get("ImageHeight") or 224),
         model_args={k: v for k, v in params.items() if k not in _BUILD_KEYS},
-        decoder_channels=tuple(widths) if widths is not None else None,
+        decoder_channels=recorded_decoder_channels(definition),
     )
     return model, spec
 

@@ -30,7 +30,7 @@ from rasterlearn.models.registry import (
     model_types_for,
     set_encoder_trainable,
 )
-from rasterlearn.models.trained import read_weights
+from rasterlearn.models.trained import read_weights, recorded_decoder_channels
 from rasterlearn.training.losses import SegmentationLoss, class_balance_weights
 from rasterlearn.training.settings import MONITORS, TrainingSettings
 from rasterlearn.training.task import TASK_METRICS
@@ -88,13 +88,15 @@ class _BaseModel:
     model_type: str | None
     backbone: str | None
     state: dict[str, torch.Tensor] = field(repr=False)
+    decoder_channels: tuple[int, ...] | None = None
 
     @classmethod
     def read(cls, path: str | Path) -> _BaseModel:
         emd = load_model_definition(path)
         state = read_weights(emd.resolve("ModelFile"))
         params = emd.get("ModelParameters") or {}
-        return cls(emd.get("ModelName"), params.get("backbone"), state)
+        widths = recorded_decoder_channels(emd)
+        return cls(emd.get("ModelName"), params.get("backbone"), state, widths)
 
 
 def prepare_training(settings: TrainingSettings) -> TrainingSetup:
@@ -249,6 +251,7 @@ def _build_model(
         pretrained_backbone=settings.pretrained_backbone,
         model_args=model_args,
         weight_init_scheme=(settings.weight_init_scheme or "mean"),
+        decoder_channels=base.decoder_channels if base else None,
     )
     if base is not None and _load_matching(model, base.state) == 0:
         raise InputError(
