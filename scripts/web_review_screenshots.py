@@ -9,17 +9,13 @@ accuracy, and saves the review page and the jobs page (Debian's Chromium, Playwr
 from __future__ import annotations
 
 import argparse
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import geopandas as gpd
 import httpx
 import numpy as np
-from playwright.sync_api import sync_playwright
+from local_pages import local_pages
 
 from rasterlearn.formats.classified_raster import write_class_names
 from rasterlearn.synthetic import make_scene
@@ -47,40 +43,20 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="rl-review-shots-"))
     files = _scene(work / "scene")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [sys.executable, "-m", "rasterlearn.cli", "review", *files, "--port", str(port)]
-    proc = subprocess.Popen(
-        [*command, "--data-dir", str(work / "data")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().decode().strip()
-        for _ in range(600):
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/conformance")
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"]
-            )
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.goto(url)
-            page.wait_for_selector("body[data-ready=true]", timeout=60_000)
-            page.click("#features tbody tr:first-child")
-            page.focus("#map")
-            for key in "aaxa2aax":  # accept, reject, reclass as the second class
-                page.keyboard.press(key)
-            page.click("#accuracy-run")
-            page.wait_for_selector("#accuracy-result[data-status=successful]", timeout=300_000)
-            page.click("#features tbody tr:nth-child(10)")
-            page.evaluate(
-                """() => {
+    with local_pages(["review", *files], work / "data") as pages:
+        port, browser = pages.port, pages.browser
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(pages.url)
+        page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+        page.click("#features tbody tr:first-child")
+        page.focus("#map")
+        for key in "aaxa2aax":  # accept, reject, reclass as the second class
+            page.keyboard.press(key)
+        page.click("#accuracy-run")
+        page.wait_for_selector("#accuracy-result[data-status=successful]", timeout=300_000)
+        page.click("#features tbody tr:nth-child(10)")
+        page.evaluate(
+            """() => {
                     const slider = document.getElementById("confidence");
                     slider.value = "40";
                     slider.dispatchEvent(new Event("input"));
@@ -88,31 +64,27 @@ def main() -> None:
                     const [x0, y0, x1, y1] = window.rasterlearn.info.extent;
                     view.fit([x0, (y0 + y1) / 2, (x0 + x1) / 2, y1]);
                 }"""
-            )
-            page.wait_for_timeout(1500)
-            page.screenshot(path=str(args.out / "review-page.jpg"), quality=85)
-            export = {
-                "in_raster": "files/scene.tif",
-                "in_class_data": "files/scene_polygons.gpkg",
-                "out_folder": "chips",
-                "tile_size_x": 64,
-                "tile_size_y": 64,
-            }
-            httpx.post(
-                f"http://127.0.0.1:{port}/processes/export_training_data/execution",
-                json={"inputs": export},
-                headers={"Prefer": "respond-async"},
-            )
-            jobs = browser.new_page(viewport={"width": 1280, "height": 400})
-            jobs.goto(f"http://127.0.0.1:{port}/web/jobs")
-            jobs.wait_for_selector("body[data-ready=true]", timeout=60_000)
-            jobs.click("#jobs tr[data-status=successful] [data-action=log]")
-            jobs.wait_for_selector(".log-row pre")
-            jobs.screenshot(path=str(args.out / "jobs-page.jpg"), quality=85)
-            browser.close()
-    finally:
-        proc.kill()
-        proc.wait()
+        )
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(args.out / "review-page.jpg"), quality=85)
+        export = {
+            "in_raster": "files/scene.tif",
+            "in_class_data": "files/scene_polygons.gpkg",
+            "out_folder": "chips",
+            "tile_size_x": 64,
+            "tile_size_y": 64,
+        }
+        httpx.post(
+            f"http://127.0.0.1:{port}/processes/export_training_data/execution",
+            json={"inputs": export},
+            headers={"Prefer": "respond-async"},
+        )
+        jobs = browser.new_page(viewport={"width": 1280, "height": 400})
+        jobs.goto(f"http://127.0.0.1:{port}/web/jobs")
+        jobs.wait_for_selector("body[data-ready=true]", timeout=60_000)
+        jobs.click("#jobs tr[data-status=successful] [data-action=log]")
+        jobs.wait_for_selector(".log-row pre")
+        jobs.screenshot(path=str(args.out / "jobs-page.jpg"), quality=85)
     print(f"screenshots in {args.out}")
 
 

@@ -8,18 +8,12 @@ buildings and trees) and Debian's Chromium (Playwright), and saves each page.
 from __future__ import annotations
 
 import argparse
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import geopandas as gpd
-import httpx
 import shapely
-from playwright.sync_api import sync_playwright
+from local_pages import local_pages
 
 from rasterlearn.formats.chips import ClassInfo
 from rasterlearn.formats.samples import NO_REVISION, samples_frame, write_samples
@@ -53,44 +47,14 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="rl-shots-"))
     raster = _samples(work / "scene")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [sys.executable, "-m", "rasterlearn.cli", "label", str(raster), "--port", str(port)]
-    proc = subprocess.Popen(
-        [*command, "--data-dir", str(work / "data")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().decode().strip()
-        for _ in range(600):
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/conformance")
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"]
-            )
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.goto(url)
-            page.wait_for_selector("body[data-ready=true]", timeout=60_000)
-            page.click("#samples tbody tr:nth-child(2)")  # a selected sample
-            page.evaluate(
-                "() => window.rasterlearn.map.getView().fit(window.rasterlearn.info.extent)"
-            )
-            page.wait_for_timeout(1500)
-            page.screenshot(path=str(args.out / "label-page.jpg"), quality=85)
-            browser.close()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with local_pages(["label", str(raster)], work / "data") as pages:
+        page = pages.browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto(pages.url)
+        page.wait_for_selector("body[data-ready=true]", timeout=60_000)
+        page.click("#samples tbody tr:nth-child(2)")  # a selected sample
+        page.evaluate("() => window.rasterlearn.map.getView().fit(window.rasterlearn.info.extent)")
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(args.out / "label-page.jpg"), quality=85)
     print(f"screenshots in {args.out}")
 
 

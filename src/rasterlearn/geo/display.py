@@ -147,6 +147,21 @@ def default_bands(count: int) -> list[int]:
     return [1, 2, 3] if count >= 3 else [1]
 
 
+def _tile_read(
+    source: RasterSource, pyramid: TilePyramid, z: int, x: int, y: int
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, Box] | None]:
+    """A transparent RGBA tile, and the raster's pixels it shows (data, validity and where
+    they go in the tile), read at the tile's scale; None outside the raster."""
+    size = pyramid.tile_size
+    rgba = np.zeros((4, size, size), dtype=np.uint8)
+    found = pyramid.tile(z, x, y)
+    if found is None:
+        return rgba, None
+    pixels, place = found
+    data, valid = source.read_scaled(pixels, place.shape)
+    return rgba, (data, valid, place)
+
+
 def render_tile(
     source: RasterSource,
     pyramid: TilePyramid,
@@ -159,13 +174,10 @@ def render_tile(
     """Tile ``(z, x, y)`` as ``(4, size, size)`` RGBA bytes: the chosen bands (one: grey)
     stretched to 0-255 by ``ranges`` (one per chosen band), transparent outside the raster
     and on nodata."""
-    size = pyramid.tile_size
-    rgba = np.zeros((4, size, size), dtype=np.uint8)
-    found = pyramid.tile(z, x, y)
-    if found is None:
+    rgba, read = _tile_read(source, pyramid, z, x, y)
+    if read is None:
         return rgba
-    pixels, place = found
-    data, valid = source.read_scaled(pixels, place.shape)
+    data, valid, place = read
     for i, band in enumerate(bands if len(bands) == 3 else bands[:1] * 3):
         low, high = ranges[min(i, len(ranges) - 1)]
         values = data[band - 1].astype(np.float32)
@@ -239,13 +251,10 @@ def render_classes(
     """Tile ``(z, x, y)`` of a classified raster as ``(4, size, size)`` RGBA bytes: each
     pixel its class's colour from ``lut`` (:func:`colormap_lut`), transparent outside the
     raster and on nodata. Class values are read by nearest neighbour (never averaged)."""
-    size = pyramid.tile_size
-    rgba = np.zeros((4, size, size), dtype=np.uint8)
-    found = pyramid.tile(z, x, y)
-    if found is None:
+    rgba, read = _tile_read(source, pyramid, z, x, y)
+    if read is None:
         return rgba
-    pixels, place = found
-    data, valid = source.read_scaled(pixels, place.shape)
+    data, valid, place = read
     coloured = np.moveaxis(lut[data[0]], -1, 0)
     coloured[3] = np.where(valid, coloured[3], 0)
     rgba[(slice(None), *place.slices)] = coloured

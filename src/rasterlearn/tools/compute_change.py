@@ -28,7 +28,7 @@ from rasterlearn.geo.raster import RasterSource, bounded_gdal_cache, open_raster
 from rasterlearn.outputs import staged_files
 from rasterlearn.progress import progress_bar
 from rasterlearn.tools.declaration import INPUT, OUTPUT, Parameter, declare
-from rasterlearn.tools.parameters import OVERWRITE, output
+from rasterlearn.tools.parameters import BLOCK_SIZE, OVERWRITE, output
 
 TABLE_COLUMNS = ("FromValue", "FromClass", "ToValue", "ToClass", "Changed", "Pixels", "Area")
 """The columns of the change table, one row per transition (class pair)."""
@@ -256,12 +256,7 @@ TOOL = declare(
             rest_name="outChangeRasterName",
         ),
         OVERWRITE,
-        Parameter(
-            "block_size",
-            "integer",
-            "Rows and columns read at a time (bounds memory).",
-            label="Block Size",
-        ),
+        BLOCK_SIZE,
     ],
     report=_result_lines,
 )

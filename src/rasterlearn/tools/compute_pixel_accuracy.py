@@ -46,7 +46,7 @@ from rasterlearn.geo.vector import VECTOR_DRIVERS
 from rasterlearn.metrics.pixels import PixelAccuracy, confusion_matrix
 from rasterlearn.progress import progress_bar
 from rasterlearn.tools.declaration import INPUT, OUTPUT, Parameter, declare
-from rasterlearn.tools.parameters import OVERWRITE, output
+from rasterlearn.tools.parameters import BLOCK_SIZE, OVERWRITE, output
 
 logger = logging.getLogger("rasterlearn.accuracy")
 
@@ -494,12 +494,7 @@ TOOL = declare(
             label="Reference Class Value Field",
         ),
         OVERWRITE,
-        Parameter(
-            "block_size",
-            "integer",
-            "Rows and columns read at a time (bounds memory).",
-            label="Block Size",
-        ),
+        BLOCK_SIZE,
     ],
     report=_result_lines,
 )

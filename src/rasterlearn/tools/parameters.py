@@ -101,6 +101,12 @@ OVERWRITE = Parameter(
     label="Overwrite",
     rest_name="overwrite",
 )
+BLOCK_SIZE = Parameter(
+    "block_size",
+    "integer",
+    "Rows and columns read at a time (bounds memory).",
+    label="Block Size",
+)
 
 
 def output(name: str, type_: str, help_: str, label: str, rest_name: str) -> Parameter:
