@@ -144,7 +144,9 @@ def _float(text: str, name: str, base: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise ParameterError(f"{name}={text!r} of {base} is not a number", "") from None
+        raise ParameterError(
+            f"{name}={text!r} of {base} is not a number", f"give {name} as a number"
+        ) from None
 
 
 def _zoom(options: dict[str, str], size: float | None, base: str) -> int:

@@ -124,7 +124,10 @@ class RunOptions:
                 "give " + " or ".join(PROCESSING_MODES),
             )
         if run.cell_size is not None and not run.cell_size > 0:
-            raise ParameterError(f"cell size must be positive, got {run.cell_size}", "")
+            raise ParameterError(
+                f"cell size must be positive, got {run.cell_size}",
+                "give the cell size in the raster's units, or leave it out for the model's",
+            )
         parse_cluster(run.cluster, run.scheduler)
         return replace(run, processing_mode=mode)
 

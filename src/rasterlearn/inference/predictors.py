@@ -256,7 +256,10 @@ def resolve_model_arguments(info: ModelInfo, given: dict[str, Any] | None) -> di
             )
     for name in ("threshold", "nms_overlap"):
         if name in values and not 0.0 <= values[name] <= 1.0:
-            raise ParameterError(f"{name} must be between 0 and 1, got {values[name]}", "")
+            raise ParameterError(
+                f"{name} must be between 0 and 1, got {values[name]}",
+                f"give {name} as a fraction, e.g. {name}=0.5",
+            )
     return values
 
 

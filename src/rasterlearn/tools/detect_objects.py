@@ -73,10 +73,14 @@ def detect_objects(
     vector_driver(out_detected_objects)
     if not 0.0 <= max_overlap_ratio <= 1.0:
         raise ParameterError(
-            f"max_overlap_ratio must be between 0 and 1, got {max_overlap_ratio}", ""
+            f"max_overlap_ratio must be between 0 and 1, got {max_overlap_ratio}",
+            "give a fraction, e.g. 0 to keep no overlapping detections",
         )
     if not confidence_score_field or not class_value_field:
-        raise ParameterError("the confidence and class field names must not be empty", "")
+        raise ParameterError(
+            "the confidence and class field names must not be empty",
+            "leave them out for Confidence and Class, or give names",
+        )
     options = RunOptions.of(
         in_model_definition,
         arguments=arguments,
