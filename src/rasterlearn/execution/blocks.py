@@ -245,6 +245,16 @@ def _staged_on_lanes(
     exhausted = False
     try:
         while True:
+            if working and working[0][1].done():
+                lane, done = working.popleft()
+                summary, held = done.result()
+                finishing.append((summary, steps.finish(lane, finish, held, decide(summary))))
+                on_lane[lane].append(finishing[-1][1])
+                continue
+            if finishing and finishing[0][1].done():
+                summary, done = finishing.popleft()
+                yield summary, done.result()
+                continue
             on_lane = [[f for f in futures if not f.done()] for futures in on_lane]
             free = [lane for lane in steps.open_lanes() if not on_lane[lane]]
             while free and not exhausted and len(working) + len(finishing) < 2 * steps.lanes:
@@ -256,19 +266,10 @@ def _staged_on_lanes(
                 working.append((lane, steps.work(lane, work, block, started)))
                 on_lane[lane].append(working[-1][1])
                 started += 1
-            if working and working[0][1].done():
-                lane, done = working.popleft()
-                summary, held = done.result()
-                finishing.append((summary, steps.finish(lane, finish, held, decide(summary))))
-                on_lane[lane].append(finishing[-1][1])
-            elif finishing and finishing[0][1].done():
-                summary, done = finishing.popleft()
-                yield summary, done.result()
-            elif any(on_lane) or not exhausted:
-                in_flight = [f for futures in on_lane for f in futures]
-                wait([*in_flight, *steps.starting()], return_when=FIRST_COMPLETED)
-            else:
+            in_flight = [f for futures in on_lane for f in futures]
+            if not in_flight and exhausted:
                 return
+            wait([*in_flight, *steps.starting()], return_when=FIRST_COMPLETED)
     finally:
         for _, future in working:
             future.cancel()
