@@ -24,7 +24,7 @@ from rasterlearn import export_training_data, read_export_folder
 from rasterlearn.synthetic import make_scene
 
 RSS_CHILD = """
-import json, sys, time
+import json, resource, sys, time
 from rasterlearn import export_training_data
 
 def peak_mb():  # VmHWM: unlike ru_maxrss it does not carry over the parent's peak across exec
@@ -36,8 +36,9 @@ before = peak_mb()
 t = time.perf_counter()
 r = export_training_data(sys.argv[1], sys.argv[2], sys.argv[3], metadata_format=sys.argv[4],
                          tile_size_x=256, tile_size_y=256, stride_x=128, stride_y=128)
+lanes_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # largest lane process
 print(json.dumps({"chips": r.num_chips, "seconds": time.perf_counter() - t,
-                  "import_rss_mb": before, "peak_rss_mb": peak_mb()}))
+                  "import_rss_mb": before, "peak_rss_mb": peak_mb(), "lane_rss_mb": lanes_mb}))
 """
 
 
@@ -100,10 +101,11 @@ def peak_memory(raster: Path, polygons: Path, work: Path, fmt: str) -> None:
     )
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     size_mb = raster.stat().st_size / 2**20
+    lanes = f", largest lane process {r['lane_rss_mb']:.0f} MB" if r["lane_rss_mb"] else ""
     print(
         f"export peak RSS {r['peak_rss_mb']:.0f} MB for a {size_mb:.0f} MB raster "
         f"({fmt}, {r['chips']} chips of 256 px stride 128 in {r['seconds']:.0f} s; "
-        f"after imports alone {r['import_rss_mb']:.0f} MB)"
+        f"after imports alone {r['import_rss_mb']:.0f} MB{lanes})"
     )
     shutil.rmtree(out)
 

@@ -192,7 +192,8 @@ class _ProcessSteps:
 
     Until the first process has started (imported what the job needs: a fraction of a
     second), blocks are worked and finished on a thread here, the last lane, rather than
-    queued behind the start.
+    queued behind the start. A process that fails to start (its error is logged) takes
+    no blocks; without any, the thread here works them all.
     """
 
     def __init__(self, processes: ProcessLanes, here: ThreadPoolExecutor, job: object) -> None:
@@ -202,7 +203,11 @@ class _ProcessSteps:
         self.lanes = len(processes) + 1
 
     def open_lanes(self) -> list[int]:
-        ready = [lane for lane, f in enumerate(self.processes.ready) if f.done() and f.result()]
+        ready = [
+            lane
+            for lane, f in enumerate(self.processes.ready)
+            if f.done() and f.exception() is None
+        ]
         return ready or [len(self.processes)]
 
     def starting(self) -> list[Future]:

@@ -17,6 +17,7 @@ processes' standard input and output; their own prints go to standard error.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pickle
 import queue
@@ -37,6 +38,8 @@ from typing import IO, Any, TypeVar
 from rasterlearn.errors import RasterLearnError
 
 R = TypeVar("R")
+
+logger = logging.getLogger("rasterlearn.execution")
 
 _HEADER = struct.Struct("!Q")
 # The package's folder replaces the working directory on the path (``python -c`` puts it
@@ -129,7 +132,10 @@ def serve() -> None:
             reply = _reply((err, None), ok=False)
         except Exception as err:
             reply = _reply((err, traceback.format_exc()), ok=False)
-        _send(replies, reply)
+        try:
+            _send(replies, reply)
+        except BrokenPipeError:  # the caller is gone
+            return
 
 
 # --- in this process --------------------------------------------------------------------------
@@ -219,6 +225,12 @@ class _Lane:
         self.proc.stdout.close()
 
 
+def _report_failed_start(ready: Future) -> None:
+    err = ready.exception()
+    if err is not None:
+        logger.warning("a worker process could not start: %s", err)
+
+
 class ProcessLanes:
     """``count`` lane processes running one job; a context manager that ends them on exit.
 
@@ -233,7 +245,9 @@ class ProcessLanes:
     def __init__(self, count: int, job: Any) -> None:
         self.lanes = [_Lane() for _ in range(count)]
         self.ready = [lane.submit(keep_job, job) for lane in self.lanes]
-        """Per process, done (True) once it has started and holds the job."""
+        """Per process, done once it has started and holds the job (or failed to)."""
+        for future in self.ready:
+            future.add_done_callback(_report_failed_start)
 
     def __len__(self) -> int:
         return len(self.lanes)
