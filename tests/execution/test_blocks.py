@@ -222,14 +222,19 @@ class _Unimportable:
         return "c"
 
 
+def _staged_work_slowly(block: list[int], job: str) -> tuple[int, list[str]]:
+    time.sleep(0.05)  # longer than the processes take to fail
+    return _staged_work(block, job)
+
+
 def test_staged_in_lane_processes_that_cannot_start_runs_here(caplog):
     """Processes that fail to start take no blocks: the lane here works them all."""
-    blocks = blocks_of(list(range(30)), 4)
+    blocks = blocks_of(list(range(40)), 2)
     job = _Unimportable()
     one = list(run_blocks_staged(_staged_work, _staged_finish, blocks, job, decide=abs))
     with caplog.at_level("WARNING", logger="rasterlearn.execution"):
         runs = run_blocks_staged(
-            _staged_work, _staged_finish, blocks, job, decide=abs, lanes=2, processes=True
+            _staged_work_slowly, _staged_finish, blocks, job, decide=abs, lanes=2, processes=True
         )
         assert list(runs) == one
     assert "could not start" in caplog.text and "test_blocks" in caplog.text

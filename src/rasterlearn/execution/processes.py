@@ -225,17 +225,12 @@ class _Lane:
         self.proc.stdout.close()
 
 
-def _report_failed_start(ready: Future) -> None:
-    err = ready.exception()
-    if err is not None:
-        logger.warning("a worker process could not start: %s", err)
-
-
 class ProcessLanes:
     """``count`` lane processes running one job; a context manager that ends them on exit.
 
     On a normal exit the processes finish their tasks and leave; when an exception leaves the
-    block they are killed. Either way they have ended when the ``with`` block is left.
+    block, or a process has not started yet, they are killed. Either way they have ended when
+    the ``with`` block is left.
 
     Args:
         count: Processes to start.
@@ -246,8 +241,14 @@ class ProcessLanes:
         self.lanes = [_Lane() for _ in range(count)]
         self.ready = [lane.submit(keep_job, job) for lane in self.lanes]
         """Per process, done once it has started and holds the job (or failed to)."""
+        self._closing = False
         for future in self.ready:
-            future.add_done_callback(_report_failed_start)
+            future.add_done_callback(self._report_failed_start)
+
+    def _report_failed_start(self, ready: Future) -> None:
+        err = ready.exception()
+        if err is not None and not self._closing:
+            logger.warning("a worker process could not start: %s", err)
 
     def __len__(self) -> int:
         return len(self.lanes)
@@ -265,5 +266,7 @@ class ProcessLanes:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for lane in self.lanes:
-            lane.close(kill=exc_type is not None)
+        self._closing = True
+        for lane, ready in zip(self.lanes, self.ready, strict=True):
+            # one still starting has nothing to finish: waiting would cost its imports
+            lane.close(kill=exc_type is not None or not ready.done())
