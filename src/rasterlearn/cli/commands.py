@@ -87,7 +87,9 @@ def tool_command(tool: Tool) -> Callable[..., None]:
 
     def command(**values: Any) -> None:
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UserWarning)
+            # appended: the filters already set win, so what the package ignores on purpose
+            # (e.g. rasterio on chips without georeference) stays ignored
+            warnings.filterwarnings("always", category=UserWarning, append=True)
             result = tool.function(**_python_values(tool, values))
             lines = tool.report(result)
             if isinstance(lines, Iterator):  # a long run reports as it goes

@@ -2,14 +2,15 @@
 
 Detectors trained from random weights on a few dozen objects end in very different places
 from seed to seed; the average of the weights over the last steps of the one-cycle schedule
-varies much less. On the NEON demo split (FCOS, the Train tool's defaults, seeds 42 and 1-6)
-the held-out AP50 of the raw weights ranged 0.09-0.58 (mean 0.30), of the averaged weights
-0.28-0.46 (mean 0.36); the demo's tuned settings gave 0.21-0.54 (mean 0.34, seeds 42 and 1-7).
+varies less. On the NEON demo split (FCOS, the Train tool's defaults, seeds 42, 1, 3, 4, 6,
+7) the held-out AP50 of the raw weights ranged 0.09-0.58 (mean 0.29), of the averaged weights
+0.18-0.44 (mean 0.34); the demo's earlier tuned settings gave 0.22-0.54 (mean 0.36).
 
 The average starts when the schedule's warm-up ends (:data:`~rasterlearn.training.task.WARM_UP`
 of the steps), is a plain mean of the weights so far for its first steps and then an
 exponential average with :data:`DECAY`. Validation scores the averaged weights, and the
-best checkpoint holds them: they are swapped back only after the checkpoints are written.
+best checkpoint holds them: they are swapped back when the next epoch starts, after the
+checkpoints are written.
 """
 
 from __future__ import annotations
