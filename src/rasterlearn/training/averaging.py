@@ -32,7 +32,8 @@ AVERAGED_FAMILIES = (FAMILIES["one-stage detector"],)
 
 
 def averages_weights(spec: ModelSpec) -> bool:
-    """Whether a model type trains with :class:`WeightAverage`."""
+    """Whether a model type trains with :class:`WeightAverage` (when it trains its whole
+    schedule, without early stopping)."""
     return rate_family(spec.model_type, spec.task) in AVERAGED_FAMILIES
 
 
