@@ -228,6 +228,7 @@ def neon_pixels(tmp_path_factory, neon):
         "128",
     )
     assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no rasterio warning about the label rasters' georeference
     return out
 
 

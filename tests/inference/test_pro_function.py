@@ -84,6 +84,13 @@ def test_pixel_function_equals_classify_pixels(models, tmp_path):
     np.testing.assert_array_equal(pro, want)
 
 
+def _off_the_border(rows: np.ndarray, size: int) -> np.ndarray:
+    """The detections whose centre lies more than a pixel from the padding's border."""
+    centre = (rows[:, :2] + rows[:, 2:4]) / 2
+    near = (np.abs(centre - PADDING) <= 1) | (np.abs(centre - (size - PADDING)) <= 1)
+    return rows[~near.any(axis=1)]
+
+
 def test_detection_function_equals_detect_objects(models, tmp_path):
     raster, emd = models.scene.raster_path, models.fcos
     arguments = {"padding": PADDING, "threshold": 0.3, "nms_overlap": 0.1}
@@ -103,6 +110,9 @@ def test_detection_function_equals_detect_objects(models, tmp_path):
     want = np.column_stack([want, frame["Confidence"]])
     centre = (want[:, :2] + want[:, 2:4]) / 2
     want = want[((centre >= PADDING) & (centre < size - PADDING)).all(axis=1)]
+    # a centre within a pixel of the padding's border may fall on either side of it in the
+    # two hosts' tilings (seen: 367.8 against a border at 368): compare the others
+    want, got = (_off_the_border(rows, size) for rows in (want, got))
     assert len(want) >= 5
     assert got.shape == want.shape
     got, want = got[np.lexsort(got.T[::-1])], want[np.lexsort(want.T[::-1])]

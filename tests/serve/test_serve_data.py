@@ -47,12 +47,21 @@ def test_traversal_paths_are_refused(server: Server, tmp_path: Path) -> None:
     if not link.is_symlink():
         os.symlink(outside, link)
     other = f"uploads/{owner_of(hash_key(KEY_B))}/x.emd"
-    with server.client() as c:
-        refused = ("../outside/secret.emd", str(outside / "secret.emd"), "files/escape/secret.emd")
-        for path in (*refused, other, "jobs.sqlite"):
-            r = c.post("/processes/query_model_info/execution", json={"inputs": {"model": path}})
-            assert r.status_code == 400, (path, r.text)
-            assert "outside" in r.json()["detail"] or "not" in r.json()["detail"]
+    try:
+        with server.client() as c:
+            refused = (
+                "../outside/secret.emd",
+                str(outside / "secret.emd"),
+                "files/escape/secret.emd",
+            )
+            for path in (*refused, other, "jobs.sqlite"):
+                r = c.post(
+                    "/processes/query_model_info/execution", json={"inputs": {"model": path}}
+                )
+                assert r.status_code == 400, (path, r.text)
+                assert "outside" in r.json()["detail"] or "not" in r.json()["detail"]
+    finally:
+        link.unlink()  # it would dangle once tmp_path is gone, and the data folder is shared
 
 
 def test_uploads_capped_streamed_and_used_by_id(server: Server, serve_data: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import sqlite3
 import time
@@ -187,4 +188,11 @@ def test_a_service_on_a_dask_cluster_gives_one_process_raster(
         num_workers=1,
     )[0]
     assert served == here.read_bytes()
-    assert "Traceback" not in log
+    assert "Traceback" not in _without_heartbeat_races(log)
+
+
+def _without_heartbeat_races(log: str) -> str:
+    """The job log less Dask workers' heartbeat failures while the job's cluster closes (a
+    worker's heartbeat can meet the scheduler already gone; seen once on a loaded machine)."""
+    records = re.split(r"\n(?=\d{4}-\d{2}-\d{2} )", log)
+    return "\n".join(r for r in records if "Failed to communicate with scheduler" not in r)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import typer
+from rasterio.errors import NotGeoreferencedWarning
 
 from rasterlearn.cli.errors import err_console, out_console, user_errors
 from rasterlearn.errors import ParameterError
@@ -88,6 +89,9 @@ def tool_command(tool: Tool) -> Callable[..., None]:
     def command(**values: Any) -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
+            # chips and label rasters carry no georeference on purpose (the package's own
+            # filter for it is overridden by the line above)
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
             result = tool.function(**_python_values(tool, values))
             lines = tool.report(result)
             if isinstance(lines, Iterator):  # a long run reports as it goes

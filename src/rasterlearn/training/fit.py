@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from rasterlearn.progress import progress_bar
+from rasterlearn.training.averaging import WeightAverage, averages_weights
 from rasterlearn.training.learning_rate import (
     LearningRateChoice,
     find_learning_rate,
@@ -108,6 +109,10 @@ def fit(settings: TrainingSettings, setup: TrainingSetup) -> FitResult | None:
     )
     last = ModelCheckpoint(dirpath=settings.checkpoints, filename="last", save_top_k=1)
     callbacks: list[Callback] = [history, best, last]
+    # measured on full schedules only: early stopping judges the average while it still lags
+    # the weights (9 chips: stopped after 8 epochs, held-out AP50 0.28 against 0.85 without)
+    if averages_weights(setup.spec) and not settings.stop_training:
+        callbacks.append(WeightAverage())
     if settings.stop_training:
         callbacks.append(
             EarlyStopping(setup.monitored_metric, patience=PATIENCE, mode=setup.monitor_mode)
