@@ -165,9 +165,12 @@ class _Lane:
     def submit(self, fn: Callable[..., R], *args: Any) -> Future[R]:
         """Run ``fn(*args)`` in the process after the tasks submitted before; a future not
         sent yet can still be cancelled."""
-        data = pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL)
-        future: Future[R] = Future()
-        self._outbox.put((future, data))
+        return self.send(pickle.dumps((fn, args), protocol=pickle.HIGHEST_PROTOCOL))
+
+    def send(self, task: bytes) -> Future:
+        """:meth:`submit` for a task pickled already (one pickle for every lane)."""
+        future: Future = Future()
+        self._outbox.put((future, task))
         return future
 
     def _write(self) -> None:
@@ -214,11 +217,14 @@ class _Lane:
         for future in unanswered:
             future.set_exception(ended)
 
-    def close(self, kill: bool) -> None:
-        """End the process (after its tasks, or at once) and wait for it and the threads."""
+    def end(self, kill: bool) -> None:
+        """Ask the process to end after its tasks, or kill it; :meth:`join` waits for it."""
         if kill:
             self.proc.kill()
         self._outbox.put(None)
+
+    def join(self) -> None:
+        """Wait for the ended process and the threads."""
         self.proc.wait()
         for thread in self._threads:
             thread.join()
@@ -239,7 +245,8 @@ class ProcessLanes:
 
     def __init__(self, count: int, job: Any) -> None:
         self.lanes = [_Lane() for _ in range(count)]
-        self.ready = [lane.submit(keep_job, job) for lane in self.lanes]
+        task = pickle.dumps((keep_job, (job,)), protocol=pickle.HIGHEST_PROTOCOL)
+        self.ready = [lane.send(task) for lane in self.lanes]
         """Per process, done once it has started and holds the job (or failed to)."""
         self._closing = False
         for future in self.ready:
@@ -269,4 +276,6 @@ class ProcessLanes:
         self._closing = True
         for lane, ready in zip(self.lanes, self.ready, strict=True):
             # one still starting has nothing to finish: waiting would cost its imports
-            lane.close(kill=exc_type is not None or not ready.done())
+            lane.end(kill=exc_type is not None or not ready.done())
+        for lane in self.lanes:  # they end side by side
+            lane.join()

@@ -50,6 +50,17 @@ class FeatureSet:
         """Spatial index of the geometries, built once."""
         return shapely.STRtree(self.geometries)
 
+    def __getstate__(self) -> dict:
+        # Sent to every worker: one vectorised WKB pass instead of a pickle call per
+        # geometry (a tenth of the time), and without the index, which is rebuilt there.
+        state = {k: v for k, v in self.__dict__.items() if k != "tree"}
+        state["geometries"] = shapely.to_wkb(self.geometries)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state["geometries"] = shapely.from_wkb(state["geometries"])
+        self.__dict__.update(state)
+
 
 def read_vector(path: str | Path) -> gpd.GeoDataFrame:
     """Read a vector file (GeoPackage, Shapefile, GeoJSON, ...) with pyogrio.
