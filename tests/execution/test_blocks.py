@@ -196,7 +196,9 @@ def importable(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _where(block: list[int], parent: int) -> tuple[int, list[int]]:
     if os.getpid() == parent:
-        time.sleep(0.05)  # the lane here (while the processes start) is slow: they take blocks
+        # the lane here (while the processes start) is slow, so they take blocks even on a
+        # loaded machine where starting takes seconds
+        time.sleep(0.5)
     return len(block), [os.getpid()] * len(block)
 
 
@@ -223,13 +225,13 @@ class _Unimportable:
 
 
 def _staged_work_slowly(block: list[int], job: str) -> tuple[int, list[str]]:
-    time.sleep(0.05)  # longer than the processes take to fail
+    time.sleep(0.6)  # the blocks outlast the processes' failed start, even on a loaded machine
     return _staged_work(block, job)
 
 
 def test_staged_in_lane_processes_that_cannot_start_runs_here(caplog):
     """Processes that fail to start take no blocks: the lane here works them all."""
-    blocks = blocks_of(list(range(40)), 2)
+    blocks = blocks_of(list(range(40)), 8)
     job = _Unimportable()
     one = list(run_blocks_staged(_staged_work, _staged_finish, blocks, job, decide=abs))
     with caplog.at_level("WARNING", logger="rasterlearn.execution"):
