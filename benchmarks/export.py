@@ -24,7 +24,7 @@ from rasterlearn import export_training_data, read_export_folder
 from rasterlearn.synthetic import make_scene
 
 RSS_CHILD = """
-import json, sys, time
+import json, resource, sys, time
 from rasterlearn import export_training_data
 
 def peak_mb():  # VmHWM: unlike ru_maxrss it does not carry over the parent's peak across exec
@@ -36,8 +36,9 @@ before = peak_mb()
 t = time.perf_counter()
 r = export_training_data(sys.argv[1], sys.argv[2], sys.argv[3], metadata_format=sys.argv[4],
                          tile_size_x=256, tile_size_y=256, stride_x=128, stride_y=128)
+lanes_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # largest lane process
 print(json.dumps({"chips": r.num_chips, "seconds": time.perf_counter() - t,
-                  "import_rss_mb": before, "peak_rss_mb": peak_mb()}))
+                  "import_rss_mb": before, "peak_rss_mb": peak_mb(), "lane_rss_mb": lanes_mb}))
 """
 
 
@@ -68,13 +69,19 @@ def baseline_copy(raster: Path, chips: list[Path], out: Path) -> float:
         return time.perf_counter() - start
 
 
-def throughput(raster: Path, polygons: Path, work: Path, repeats: int) -> None:
+def throughput(raster: Path, polygons: Path, work: Path, repeats: int, stride: int) -> None:
     ours, base, n = [], [], 0
     for k in range(repeats):
         out = work / f"export{k}"
         start = time.perf_counter()
         result = export_training_data(
-            raster, out, polygons, tile_size_x=256, tile_size_y=256, stride_x=256, stride_y=256
+            raster,
+            out,
+            polygons,
+            tile_size_x=256,
+            tile_size_y=256,
+            stride_x=stride,
+            stride_y=stride,
         )
         ours.append(time.perf_counter() - start)
         n = result.num_chips
@@ -85,8 +92,8 @@ def throughput(raster: Path, polygons: Path, work: Path, repeats: int) -> None:
     t_ours, t_base = statistics.median(ours), statistics.median(base)
     print(
         f"export throughput {t_base / t_ours:.2f}x of bare rasterio read+write of the same windows "
-        f"({n / t_ours:.0f} vs {n / t_base:.0f} chips/s, {n} PASCAL_VOC chips of 256 px, "
-        f"median of {repeats})"
+        f"({n / t_ours:.0f} vs {n / t_base:.0f} chips/s, {n} PASCAL_VOC chips of 256 px at "
+        f"stride {stride}, median of {repeats})"
     )
 
 
@@ -100,10 +107,11 @@ def peak_memory(raster: Path, polygons: Path, work: Path, fmt: str) -> None:
     )
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     size_mb = raster.stat().st_size / 2**20
+    lanes = f", largest lane process {r['lane_rss_mb']:.0f} MB" if r["lane_rss_mb"] else ""
     print(
         f"export peak RSS {r['peak_rss_mb']:.0f} MB for a {size_mb:.0f} MB raster "
         f"({fmt}, {r['chips']} chips of 256 px stride 128 in {r['seconds']:.0f} s; "
-        f"after imports alone {r['import_rss_mb']:.0f} MB)"
+        f"after imports alone {r['import_rss_mb']:.0f} MB{lanes})"
     )
     shutil.rmtree(out)
 
@@ -120,7 +128,8 @@ def main() -> None:
         scene = make_scene(work / "scene", width=args.size, height=args.size, bands=3, seed=0)
         elapsed = time.perf_counter() - t
         print(f"synthetic {args.size} x {args.size} px 3-band scene in {elapsed:.0f} s")
-        throughput(scene.raster_path, scene.polygons_path, work, args.repeats)
+        for stride in (128, 256):  # the tool's default stride, and chips that do not overlap
+            throughput(scene.raster_path, scene.polygons_path, work, args.repeats, stride)
         for fmt in ("PASCAL_VOC_rectangles", "Classified_Tiles"):
             peak_memory(scene.raster_path, scene.polygons_path, work, fmt)
     finally:

@@ -19,6 +19,10 @@ class RasterLearnError(Exception):
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
+    def __reduce__(self) -> tuple[type[RasterLearnError], tuple[str, str | None]]:
+        # pickled with its hint (sent back from a worker process)
+        return (type(self), (self.message, self.hint))
+
 
 class InputError(RasterLearnError):
     """An input dataset is missing, unreadable or does not fit the task."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -118,7 +120,7 @@ def _staged_finish(payload: list[str], first: int, job: str) -> list[str]:
     return [f"{first + k}:{name}" for k, name in enumerate(payload)]
 
 
-def _numbered(lanes: int, client=None) -> list[tuple[int, list[str]]]:
+def _numbered(lanes: int, client=None, processes=False) -> list[tuple[int, list[str]]]:
     next_index = 0
 
     def number(count: int) -> int:
@@ -129,7 +131,14 @@ def _numbered(lanes: int, client=None) -> list[tuple[int, list[str]]]:
     blocks = blocks_of(list(range(30)), 4)
     return list(
         run_blocks_staged(
-            _staged_work, _staged_finish, blocks, "c", decide=number, client=client, lanes=lanes
+            _staged_work,
+            _staged_finish,
+            blocks,
+            "c",
+            decide=number,
+            client=client,
+            lanes=lanes,
+            processes=processes,
         )
     )
 
@@ -177,6 +186,60 @@ def test_staged_on_lanes_stopping_early_cancels_the_rest():
     count = len(started)
     time.sleep(0.05)
     assert len(started) == count <= 4  # nothing runs after close
+
+
+@pytest.fixture
+def importable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lane processes can import this module (its work and finish functions)."""
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
+
+
+def _where(block: list[int], parent: int) -> tuple[int, list[int]]:
+    if os.getpid() == parent:
+        # the lane here (while the processes start) is slow, so they take blocks even on a
+        # loaded machine where starting takes seconds
+        time.sleep(0.5)
+    return len(block), [os.getpid()] * len(block)
+
+
+def _pids(payload: list[int], first: int, parent: int) -> list[int]:
+    return payload
+
+
+def test_staged_in_lane_processes_as_on_one_lane(importable):
+    assert _numbered(2, processes=True) == _numbered(1)
+    blocks = blocks_of(list(range(40)), 2)
+    runs = run_blocks_staged(
+        _where, _pids, blocks, os.getpid(), decide=abs, lanes=2, processes=True
+    )
+    pids = [pid for _, payload in runs for pid in payload]
+    assert len(pids) == 40
+    assert set(pids) - {os.getpid()}, "the lane processes worked blocks"
+
+
+class _Unimportable:
+    """A job the lane processes cannot unpickle: this module is not on their path."""
+
+    def __str__(self) -> str:
+        return "c"
+
+
+def _staged_work_slowly(block: list[int], job: str) -> tuple[int, list[str]]:
+    time.sleep(0.6)  # the blocks outlast the processes' failed start, even on a loaded machine
+    return _staged_work(block, job)
+
+
+def test_staged_in_lane_processes_that_cannot_start_runs_here(caplog):
+    """Processes that fail to start take no blocks: the lane here works them all."""
+    blocks = blocks_of(list(range(40)), 8)
+    job = _Unimportable()
+    one = list(run_blocks_staged(_staged_work, _staged_finish, blocks, job, decide=abs))
+    with caplog.at_level("WARNING", logger="rasterlearn.execution"):
+        runs = run_blocks_staged(
+            _staged_work_slowly, _staged_finish, blocks, job, decide=abs, lanes=2, processes=True
+        )
+        assert list(runs) == one
+    assert "could not start" in caplog.text and "test_blocks" in caplog.text
 
 
 def test_on_a_cluster_as_here():

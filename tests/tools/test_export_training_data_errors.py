@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ import pytest
 import rasterio
 
 from rasterlearn.errors import InputError, OutputError, ParameterError, RasterLearnError
+from rasterlearn.execution import blocks
+from rasterlearn.export import write
 from rasterlearn.formats.chips import ExportWriter
 from rasterlearn.synthetic import make_scene
 from rasterlearn.tools.export_training_data import export_training_data
@@ -323,6 +326,40 @@ def test_failure_midway_leaves_nothing_behind(inputs, tmp_path, monkeypatch, exi
     if existing:
         assert list(out.iterdir()) == []
     assert leftovers(tmp_path, keep=("export",)) == []
+
+
+def test_failure_midway_in_worker_processes_leaves_nothing_behind(inputs, tmp_path, monkeypatch):
+    """This process's lane writes the first chip once a worker process has work: the
+    processes cut the unreadable half, the error reaches the caller whole, the chips are
+    removed and the processes end."""
+    worked_by: list[int] = []
+    processes_working = threading.Event()
+    work = blocks._ProcessSteps.work
+
+    def recorded_work(self, lane, *args):
+        worked_by.append(lane)
+        if lane < len(self.processes):
+            processes_working.set()
+        return work(self, lane, *args)
+
+    write_chip = ExportWriter.write_chip
+
+    def write_chip_later(self, index, *args):
+        processes_working.wait(60)
+        return write_chip(self, index, *args)
+
+    monkeypatch.setattr(write, "PROCESS_MIN_PLANS", 0)
+    monkeypatch.setattr(blocks._ProcessSteps, "work", recorded_work)
+    monkeypatch.setattr(ExportWriter, "write_chip", write_chip_later)
+    raster, options = CASES["raster unreadable midway"].resolve(inputs)
+
+    with pytest.raises(InputError) as err:
+        export_training_data(raster, tmp_path / "export", progress=False, **options)
+
+    assert "half.vrt" in err.value.message and err.value.hint
+    assert "\n" not in str(err.value)
+    assert worked_by[:2] == [2, 0], "this process's lane, then a worker process"
+    assert leftovers(tmp_path) == []
 
 
 def test_output_folder_not_empty_is_refused_unless_overwrite(inputs, tmp_path):

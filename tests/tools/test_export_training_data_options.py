@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections import deque
@@ -26,6 +27,8 @@ from rasterio.warp import reproject
 from rasterio.windows import Window
 
 from rasterlearn.errors import InputError, ParameterError
+from rasterlearn.execution import blocks
+from rasterlearn.export import write
 from rasterlearn.formats.chips import ExportWriter
 from rasterlearn.synthetic import SyntheticScene, make_scene
 from rasterlearn.tools.export_training_data import export_training_data
@@ -1118,19 +1121,18 @@ def neon_runs(neon, tmp_path_factory) -> dict[str, dict[str, bytes]]:
         with pytest.MonkeyPatch.context() as mp:
             if name == "b":
                 mp.setattr(ExportWriter, "write_chip", _jittered(ExportWriter.write_chip))
-            export_training_data(
-                raster,
-                root / name,
-                trees,
-                tile_size_x=96,
-                tile_size_y=96,
-                stride_x=64,
-                stride_y=64,
-                rotation_angle=120,
-                num_workers=workers,
-            )
+            export_training_data(raster, root / name, trees, num_workers=workers, **NEON_RUN)
         runs[name] = all_files(root / name)
     return runs
+
+
+NEON_RUN = {
+    "tile_size_x": 96,
+    "tile_size_y": 96,
+    "stride_x": 64,
+    "stride_y": 64,
+    "rotation_angle": 120,
+}
 
 
 def test_deterministic_chips_and_labels(neon_runs):
@@ -1147,6 +1149,39 @@ def test_deterministic_all_files(neon_runs):
     assert a.keys() == b.keys() == c.keys()
     assert [k for k in a if a[k] != c[k]] == []
     assert [k for k in a if a[k] != b[k]] == []
+
+
+def test_worker_processes_write_the_same_folder_as_one_thread(
+    neon, neon_runs, tmp_path, monkeypatch
+):
+    """Lanes in worker processes (forced for this small export): byte for byte run ``c``'s
+    folder. This process's lane (it works while the processes start) writes its chips once
+    a process has work, so that the processes cut and write the other blocks."""
+    raster, trees = neon
+    here: list[int] = []
+    processes_working = threading.Event()
+    work = blocks._ProcessSteps.work
+
+    def recorded_work(self, lane, *args):
+        if lane < len(self.processes):
+            processes_working.set()
+        return work(self, lane, *args)
+
+    write_chip = ExportWriter.write_chip
+
+    def write_chip_later(self, index, *args):
+        here.append(index)
+        processes_working.wait(60)
+        return write_chip(self, index, *args)
+
+    monkeypatch.setattr(write, "PROCESS_MIN_PLANS", 0)
+    monkeypatch.setattr(blocks._ProcessSteps, "work", recorded_work)
+    monkeypatch.setattr(ExportWriter, "write_chip", write_chip_later)
+    result = export_training_data(raster, tmp_path / "d", trees, num_workers=2, **NEON_RUN)
+    assert len(here) < result.num_chips / 2, "the worker processes wrote most chips"
+    d, c = all_files(tmp_path / "d"), neon_runs["c"]
+    assert d.keys() == c.keys()
+    assert [k for k in c if d[k] != c[k]] == []
 
 
 # --- PNG and JPEG chips ------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, TypeVar
 
 from rasterlearn.execution.dask import map_blocks, map_blocks_staged
+from rasterlearn.execution.processes import ProcessLanes, finish_held, work_and_hold
 from rasterlearn.execution.threads import ordered_map
 
 if TYPE_CHECKING:
@@ -114,6 +115,7 @@ def run_blocks_staged(
     decide: Callable[[S], D],
     client: Client | None = None,
     lanes: int = 1,
+    processes: bool = False,
     name: str | None = None,
 ) -> Iterator[tuple[S, R]]:
     """Two steps a block with a decision in block order between them, here or on a cluster.
@@ -121,16 +123,21 @@ def run_blocks_staged(
     ``work(block, job)`` gives ``(summary, payload)``; ``decide(summary)`` runs in this
     thread in block order (it may depend on every earlier block, e.g. the number of the
     block's first file); ``finish(payload, decision, job)`` runs where the payload is: on a
-    lane here, or on the worker holding it (it never travels).
+    lane here, in the lane process that made it, or on the worker holding it (it never
+    travels).
 
     Args:
-        work: First step.
+        work: First step. In processes or on a cluster it must be picklable (module-level in
+            the package), as must ``finish``, ``job`` and the summaries.
         finish: Second step.
         blocks: The blocks, pulled lazily.
-        job: What every step needs.
+        job: What every step needs (sent to each lane process or worker once).
         decide: Called here, once a block, in block order.
         client: A Dask client, or None to run in this process.
-        lanes: Steps run side by side in this process, without a client.
+        lanes: Steps run side by side here, without a client.
+        processes: The lanes are worker processes (:mod:`~rasterlearn.execution.processes`),
+            started for this run, rather than threads: Python work then runs side by side
+            too, for the cost of starting them.
         name: Task-name prefix shown in Dask's dashboard.
 
     Yields:
@@ -144,7 +151,77 @@ def run_blocks_staged(
             summary, payload = work(block, job)
             yield summary, finish(payload, decide(summary), job)
         return
-    yield from _staged_on_lanes(work, finish, iter(blocks), job, decide, lanes)
+    if not processes:
+        steps = _ThreadSteps(_lane_pool(lanes), lanes, job)
+        yield from _staged_on_lanes(work, finish, iter(blocks), decide, steps)
+        return
+    with (
+        ProcessLanes(lanes, job) as running,
+        ThreadPoolExecutor(1, thread_name_prefix="rasterlearn-lane-here") as here,
+    ):
+        steps = _ProcessSteps(running, here, job)
+        yield from _staged_on_lanes(work, finish, iter(blocks), decide, steps)
+
+
+class _ThreadSteps:
+    """Staged steps on the lane threads: a payload stays in this process's memory."""
+
+    def __init__(self, pool: ThreadPoolExecutor, lanes: int, job: object) -> None:
+        self.pool = pool
+        self.lanes = lanes
+        self.job = job
+
+    def open_lanes(self) -> list[int]:
+        """The lanes that may take new work."""
+        return list(range(self.lanes))
+
+    def starting(self) -> list[Future]:
+        """What ends when a lane opens."""
+        return []
+
+    def work(self, lane: int, work: Callable, block: object, key: int) -> Future:
+        return self.pool.submit(work, block, self.job)
+
+    def finish(self, lane: int, finish: Callable, held: object, decision: object) -> Future:
+        return self.pool.submit(finish, held, decision, self.job)
+
+
+class _ProcessSteps:
+    """Staged steps in lane processes: a payload stays in the process that made it, under a
+    key, and its block is finished there.
+
+    Until the first process has started (imported what the job needs: a fraction of a
+    second), blocks are worked and finished on a thread here, the last lane, rather than
+    queued behind the start. A process that fails to start (its error is logged) takes
+    no blocks; without any, the thread here works them all.
+    """
+
+    def __init__(self, processes: ProcessLanes, here: ThreadPoolExecutor, job: object) -> None:
+        self.processes = processes
+        self.here = here
+        self.job = job
+        self.lanes = len(processes) + 1
+
+    def open_lanes(self) -> list[int]:
+        ready = [
+            lane
+            for lane, f in enumerate(self.processes.ready)
+            if f.done() and f.exception() is None
+        ]
+        return ready or [len(self.processes)]
+
+    def starting(self) -> list[Future]:
+        return [f for f in self.processes.ready if not f.done()]
+
+    def work(self, lane: int, work: Callable, block: object, key: int) -> Future:
+        if lane == len(self.processes):
+            return self.here.submit(work, block, self.job)
+        return self.processes.submit(lane, work_and_hold, work, block, key)
+
+    def finish(self, lane: int, finish: Callable, held: object, decision: object) -> Future:
+        if lane == len(self.processes):
+            return self.here.submit(finish, held, decision, self.job)
+        return self.processes.submit(lane, finish_held, finish, held, decision)
 
 
 _END = object()
@@ -154,42 +231,51 @@ def _staged_on_lanes(
     work: Callable[[B, J], tuple[S, P]],
     finish: Callable[[P, D, J], R],
     blocks: Iterator[B],
-    job: J,
     decide: Callable[[S], D],
-    lanes: int,
+    steps: _ThreadSteps | _ProcessSteps,
 ) -> Iterator[tuple[S, R]]:
     """:func:`run_blocks_staged` on lanes: finishing goes before new work, as on Dask.
 
-    New work is submitted only to a free lane, so a finish (which frees its payload) never
-    waits behind it. At most ``2 * lanes`` blocks are held. When the run ends early (an error,
-    or the consumer stops), work not started is cancelled, and everything started or decided
-    is waited for: nothing of the run is still running afterwards, and no decided block is
-    left half-finished (e.g. files half-written in a folder about to be removed).
+    New work goes only to a free lane, so a finish (which frees its payload) never waits
+    behind it; a block is finished on the lane that worked it. At most twice the lanes
+    blocks are held. When the run ends early (an error, or the consumer stops), work not
+    started is cancelled, and everything started or decided is waited for: nothing of the run
+    is still running afterwards, and no decided block is left half-finished (e.g. files
+    half-written in a folder about to be removed).
     """
-    pool = _lane_pool(lanes)
-    working: deque[Future[tuple[S, P]]] = deque()
+    working: deque[tuple[int, Future[tuple[S, object]]]] = deque()
     finishing: deque[tuple[S, Future[R]]] = deque()
+    on_lane: list[list[Future]] = [[] for _ in range(steps.lanes)]
+    started = 0
+    exhausted = False
     try:
         while True:
-            busy = [f for f in working if not f.done()]
-            busy += [f for _, f in finishing if not f.done()]
-            while len(busy) < lanes and len(working) + len(finishing) < 2 * lanes:
-                block = next(blocks, _END)
-                if block is _END:
-                    break
-                working.append(pool.submit(work, block, job))
-                busy.append(working[-1])
-            if working and working[0].done():
-                summary, payload = working.popleft().result()
-                finishing.append((summary, pool.submit(finish, payload, decide(summary), job)))
-            elif finishing and finishing[0][1].done():
+            if working and working[0][1].done():
+                lane, done = working.popleft()
+                summary, held = done.result()
+                finishing.append((summary, steps.finish(lane, finish, held, decide(summary))))
+                on_lane[lane].append(finishing[-1][1])
+                continue
+            if finishing and finishing[0][1].done():
                 summary, done = finishing.popleft()
                 yield summary, done.result()
-            elif busy:
-                wait(busy, return_when=FIRST_COMPLETED)
-            else:
+                continue
+            on_lane = [[f for f in futures if not f.done()] for futures in on_lane]
+            free = [lane for lane in steps.open_lanes() if not on_lane[lane]]
+            while free and not exhausted and len(working) + len(finishing) < 2 * steps.lanes:
+                block = next(blocks, _END)
+                if block is _END:
+                    exhausted = True
+                    break
+                lane = free.pop(0)
+                working.append((lane, steps.work(lane, work, block, started)))
+                on_lane[lane].append(working[-1][1])
+                started += 1
+            in_flight = [f for futures in on_lane for f in futures]
+            if not in_flight and exhausted:
                 return
+            wait([*in_flight, *steps.starting()], return_when=FIRST_COMPLETED)
     finally:
-        for future in working:
+        for _, future in working:
             future.cancel()
-        wait([*working, *(f for _, f in finishing)])
+        wait([*(f for _, f in working), *(f for _, f in finishing)])

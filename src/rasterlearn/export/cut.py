@@ -31,11 +31,13 @@ MIN_OBJECT_PX = 0.01
 
 @dataclass(frozen=True)
 class _Hit:
-    """A labelled object in a chip: its feature (None for raster labels), value, part, map area."""
+    """A labelled object in a chip: its feature (None for raster labels), value, part, the
+    part's bounds in chip pixels, its map area."""
 
     index: int | None
     value: int
     part: shapely.Geometry
+    bounds: tuple[float, float, float, float]
     area: float
 
 
@@ -84,7 +86,7 @@ class ChipCutter:
         if self.second is not None:
             data2, valid2 = self.second.read_onto(plan.grid)
         both = valid if valid2 is None else valid & valid2
-        nodata_fraction = 1.0 - float(both.mean())
+        nodata_fraction = 1.0 - np.count_nonzero(both) / both.size
         if nodata_fraction >= 1.0 or nodata_fraction > s.max_nodata_fraction:
             return None
         labels = self._labels(plan, data)
@@ -116,11 +118,20 @@ class ChipCutter:
         )
         if self.settings.min_polygon_overlap_ratio > 0:
             keep &= areas >= self.settings.min_polygon_overlap_ratio * shapely.area(pixel)
-        pixel_area = abs(grid.transform.determinant)
-        values = self.features.values
+        kept = candidates[keep]
+        map_areas = areas[keep] * abs(grid.transform.determinant)
+        # Python scalars from whole arrays at once: per-element numpy indexing costs more
+        # than the clipping itself.
         return [
-            _Hit(int(i), int(values[i]), part, area * pixel_area)
-            for i, part, area in zip(candidates[keep], parts[keep], areas[keep], strict=True)
+            _Hit(i, value, part, tuple(box), area)
+            for i, value, part, box, area in zip(
+                kept.tolist(),
+                self.features.values[kept].tolist(),
+                parts[keep],
+                bounds[keep].tolist(),
+                map_areas.tolist(),
+                strict=True,
+            )
         ]
 
     def _labels(self, plan: ChipPlan, data: np.ndarray) -> ChipLabels | None:
@@ -144,14 +155,12 @@ class ChipCutter:
         if not hits and not keep_empty:
             return None
         if kind == "rectangles":
-            return ChipLabels(
-                objects=[ObjectLabel(h.value, *h.part.bounds, area=h.area) for h in hits]
-            )
+            return ChipLabels(objects=[ObjectLabel(h.value, *h.bounds, area=h.area) for h in hits])
         if kind == "instances":
             instances, drawn = _instance_rasters(hits, plan)
             if not drawn and not keep_empty:
                 return None
-            objects = [ObjectLabel(h.value, *h.part.bounds, area=h.area) for h in drawn]
+            objects = [ObjectLabel(h.value, *h.bounds, area=h.area) for h in drawn]
             return ChipLabels(objects=objects, instances=instances)
         if kind == "multitile":
             return ChipLabels(tile_classes=sorted({h.value for h in hits}))
@@ -202,7 +211,7 @@ def _objects_from_class_raster(class_raster: np.ndarray, pixel_area: float) -> l
     hits = []
     for geojson, value in shapes(class_raster, mask=class_raster > 0, connectivity=8):
         geom = shapely.geometry.shape(geojson)
-        hits.append(_Hit(None, int(value), geom, geom.area * pixel_area))
+        hits.append(_Hit(None, int(value), geom, geom.bounds, geom.area * pixel_area))
     return hits
 
 

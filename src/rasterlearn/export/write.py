@@ -201,6 +201,12 @@ def _blocks(plans_per_source: list[list[ChipPlan]]) -> list[_ChipBlock]:
     ]
 
 
+PROCESS_MIN_PLANS = 512
+"""Planned chips from which several lanes are worker processes, not threads. Cutting a chip
+is Python work (labels, statistics) that threads cannot overlap; starting a process (Python,
+rasterio, shapely: about half a second of one core) pays for itself from a few hundred chips."""
+
+
 def write_chips(
     writer: ExportWriter,
     job: ExportJob,
@@ -218,8 +224,12 @@ def write_chips(
         plans_per_source: The planned chips of each source, in order.
         advance: Called with the number of plans done.
         client: A Dask client, or None to run in this process.
-        lanes: Blocks cut and written side by side in this process, without a client.
+        lanes: Blocks cut and written side by side here, without a client: in worker
+            processes from :data:`PROCESS_MIN_PLANS` planned chips, else on threads.
     """
+    blocks = _blocks(plans_per_source)
+    planned = sum(len(plans) for plans in plans_per_source)
+    lanes = min(lanes, len(blocks))
     next_index = 0
 
     def number(summary: _BlockSummary) -> int:
@@ -232,11 +242,12 @@ def write_chips(
         for summary, lines in run_blocks_staged(
             _cut_block,
             _write_block,
-            _blocks(plans_per_source),
+            blocks,
             job,
             decide=number,
             client=client,
             lanes=lanes,
+            processes=planned >= PROCESS_MIN_PLANS,
             name="export",
         ):
             for tally, band_stats, band_stats2 in summary.chips:

@@ -123,6 +123,10 @@ class Box:
         """The box's outline in the coordinates ``transform`` maps its grid's pixels to."""
         t = _window_transform(transform, self)
         w, h = self.width, self.height
+        if t.b == 0 and t.d == 0:  # not rotated: a box (built a tenth faster, once a chip)
+            x = sorted((t.c, t.c + t.a * w))
+            y = sorted((t.f, t.f + t.e * h))
+            return shapely.box(x[0], y[0], x[1], y[1])
         return shapely.Polygon([t @ c for c in ((0, 0), (w, 0), (w, h), (0, h))])
 
 
