@@ -310,12 +310,12 @@ def _show_results(folder: Path, task: TrainingTask, setup: TrainingSetup) -> Pat
             truths, preds = _boxes(task.model(images), samples)
             kind = "boxes"
         elif task.task == "pixel":
-            outputs = task.model(torch.stack(images))
+            outputs = task(torch.stack(images))
             truths = [s[1].numpy() for s in samples]
             preds = list(outputs.argmax(1).numpy())
             kind = "pixels"
         else:
-            outputs = task.model(torch.stack(images))
+            outputs = task(torch.stack(images))
             truths, preds = _labels(outputs, samples, [c.name for c in classes], task.multi_label)
             kind = "labels"
     return plot_results(folder, [_display(i) for i in images], truths, preds, kind, colors)
