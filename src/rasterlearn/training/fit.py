@@ -26,7 +26,7 @@ from rasterlearn.training.learning_rate import (
 from rasterlearn.training.report import EpochRecord
 from rasterlearn.training.settings import TrainingSettings
 from rasterlearn.training.setup import TrainingSetup
-from rasterlearn.training.task import TASK_METRICS, WARM_UP, TrainingTask
+from rasterlearn.training.task import TASK_METRICS, WARM_UP, TrainingTask, trains_channels_last
 
 PATIENCE = 5
 """Epochs without improvement of the monitored metric before training stops early."""
@@ -92,6 +92,7 @@ def fit(settings: TrainingSettings, setup: TrainingSetup) -> FitResult | None:
         setup.model,
         criterion=setup.criterion,
         mixup=bool(setup.model.model_args.get("mixup")),
+        channels_last=trains_channels_last(setup.model.task, setup.chip_size),
     )
     choice = _learning_rate(settings, task, setup)
     task.lr = choice.rate
