@@ -31,6 +31,7 @@ from rasterlearn.execution import blocks
 from rasterlearn.export import write
 from rasterlearn.formats.chips import ExportWriter
 from rasterlearn.synthetic import SyntheticScene, make_scene
+from rasterlearn.tools import export_training_data as tool
 from rasterlearn.tools.export_training_data import export_training_data
 
 TOL = 0.011  # VOC coordinates are written with two decimals
@@ -1182,6 +1183,40 @@ def test_worker_processes_write_the_same_folder_as_one_thread(
     d, c = all_files(tmp_path / "d"), neon_runs["c"]
     assert d.keys() == c.keys()
     assert [k for k in c if d[k] != c[k]] == []
+
+
+def test_a_tiled_export_starts_its_lane_processes_before_the_features_load(
+    neon, neon_runs, tmp_path, monkeypatch
+):
+    """The processes are started (importing the export's modules) on an estimate of the
+    chips, which is the number planned, before the class data is read; the folder is run
+    ``c``'s."""
+    raster, trees = neon
+    events: list[tuple] = []
+    start, load, write_chips = tool.start_lanes_early, tool.load_class_data, tool.write_chips
+
+    def recorded_start(estimate: int, lanes: int):
+        events.append(("start", estimate))
+        return start(estimate, lanes)
+
+    def recorded_load(*args):
+        events.append(("load",))
+        return load(*args)
+
+    def recorded_write(writer, job, plans, *args):
+        events.append(("write", sum(map(len, plans)), args[-1] is not None))
+        return write_chips(writer, job, plans, *args)
+
+    monkeypatch.setattr(write, "PROCESS_MIN_PLANS", 0)
+    monkeypatch.setattr(tool, "start_lanes_early", recorded_start)
+    monkeypatch.setattr(tool, "load_class_data", recorded_load)
+    monkeypatch.setattr(tool, "write_chips", recorded_write)
+    export_training_data(raster, tmp_path / "d", trees, num_workers=2, **NEON_RUN)
+    (first, estimate), (second,), (_, planned, early) = events
+    assert (first, second) == ("start", "load")
+    assert estimate == planned > 0 and early
+    d, c = all_files(tmp_path / "d"), neon_runs["c"]
+    assert d.keys() == c.keys() and [k for k in c if d[k] != c[k]] == []
 
 
 # --- PNG and JPEG chips ------------------------------------------------------------------------

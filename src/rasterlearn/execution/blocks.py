@@ -11,6 +11,7 @@ stops early or a block raises. A block opens the job's inputs through the per-pr
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -115,7 +116,7 @@ def run_blocks_staged(
     decide: Callable[[S], D],
     client: Client | None = None,
     lanes: int = 1,
-    processes: bool = False,
+    processes: bool | ProcessLanes = False,
     name: str | None = None,
 ) -> Iterator[tuple[S, R]]:
     """Two steps a block with a decision in block order between them, here or on a cluster.
@@ -137,7 +138,8 @@ def run_blocks_staged(
         lanes: Steps run side by side here, without a client.
         processes: The lanes are worker processes (:mod:`~rasterlearn.execution.processes`),
             started for this run, rather than threads: Python work then runs side by side
-            too, for the cost of starting them.
+            too, for the cost of starting them. Or the caller's :class:`ProcessLanes`, started
+            earlier and not yet sent a job (the caller ends them).
         name: Task-name prefix shown in Dask's dashboard.
 
     Yields:
@@ -155,10 +157,15 @@ def run_blocks_staged(
         steps = _ThreadSteps(_lane_pool(lanes), lanes, job)
         yield from _staged_on_lanes(work, finish, iter(blocks), decide, steps)
         return
-    with (
-        ProcessLanes(lanes, job) as running,
-        ThreadPoolExecutor(1, thread_name_prefix="rasterlearn-lane-here") as here,
-    ):
+    with contextlib.ExitStack() as stack:
+        if isinstance(processes, ProcessLanes):
+            running = processes
+            running.send_job(job)
+        else:
+            running = stack.enter_context(ProcessLanes(lanes, job))
+        here = stack.enter_context(
+            ThreadPoolExecutor(1, thread_name_prefix="rasterlearn-lane-here")
+        )
         steps = _ProcessSteps(running, here, job)
         yield from _staged_on_lanes(work, finish, iter(blocks), decide, steps)
 

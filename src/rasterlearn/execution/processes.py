@@ -17,6 +17,7 @@ processes' standard input and output; their own prints go to standard error.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import pickle
@@ -88,6 +89,13 @@ class _LaneState:
 
 
 _STATE = _LaneState()
+_NO_JOB = object()
+
+
+def preload_modules(modules: tuple[str, ...]) -> None:
+    """In a lane process: import what a job will need while the caller is still preparing it."""
+    for module in modules:
+        importlib.import_module(module)
 
 
 def keep_job(job: Any) -> bool:
@@ -238,17 +246,32 @@ class ProcessLanes:
     block, or a process has not started yet, they are killed. Either way they have ended when
     the ``with`` block is left.
 
+    The processes can be started before their job is known (:meth:`send_job`), importing
+    what it will need meanwhile (``preload``).
+
     Args:
         count: Processes to start.
-        job: Sent to each process once, first (see :func:`keep_job`).
+        job: Sent to each process once, first (see :func:`keep_job`); or later, with
+            :meth:`send_job`.
+        preload: Modules the processes import at once.
     """
 
-    def __init__(self, count: int, job: Any) -> None:
+    def __init__(self, count: int, job: Any = _NO_JOB, *, preload: tuple[str, ...] = ()) -> None:
         self.lanes = [_Lane() for _ in range(count)]
-        task = pickle.dumps((keep_job, (job,)), protocol=pickle.HIGHEST_PROTOCOL)
-        self.ready = [lane.send(task) for lane in self.lanes]
+        self.ready: list[Future] = []
         """Per process, done once it has started and holds the job (or failed to)."""
         self._closing = False
+        if preload:
+            task = pickle.dumps((preload_modules, (preload,)), protocol=pickle.HIGHEST_PROTOCOL)
+            for lane in self.lanes:
+                lane.send(task)
+        if job is not _NO_JOB:
+            self.send_job(job)
+
+    def send_job(self, job: Any) -> None:
+        """Send every process the job of the tasks to come (see :func:`keep_job`)."""
+        task = pickle.dumps((keep_job, (job,)), protocol=pickle.HIGHEST_PROTOCOL)
+        self.ready = [lane.send(task) for lane in self.lanes]
         for future in self.ready:
             future.add_done_callback(self._report_failed_start)
 
@@ -274,8 +297,9 @@ class ProcessLanes:
         tb: TracebackType | None,
     ) -> None:
         self._closing = True
-        for lane, ready in zip(self.lanes, self.ready, strict=True):
+        ready = self.ready or [None] * len(self.lanes)  # no job sent: nothing to finish
+        for lane, started in zip(self.lanes, ready, strict=True):
             # one still starting has nothing to finish: waiting would cost its imports
-            lane.end(kill=exc_type is not None or not ready.done())
+            lane.end(kill=exc_type is not None or started is None or not started.done())
         for lane in self.lanes:  # they end side by side
             lane.join()

@@ -11,7 +11,7 @@ from affine import Affine
 
 from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.export.settings import ExportSettings
-from rasterlearn.geo.grid import Box, Grid, object_chip, tile_grid
+from rasterlearn.geo.grid import Box, Grid, object_chip, tile_grid, tile_starts
 from rasterlearn.geo.raster import RasterInfo, RasterSource
 from rasterlearn.geo.vector import FeatureSet
 
@@ -79,6 +79,20 @@ def _check_overlap(features: FeatureSet, info: RasterInfo, name: str, source: st
             "check that features and raster cover the same area and are in the right "
             "coordinate systems",
         )
+
+
+def grid_chip_count(src: RasterSource, s: ExportSettings) -> int:
+    """The chips a tiled (not per-feature) export plans on a raster, before any mask; 0 for
+    per-feature formats or an extent the raster does not hold (known only later)."""
+    if s.fmt.per_feature:
+        return 0
+    try:
+        area = _processing_area(src.info, s.extent, src.name)
+        rows = tile_starts(area.height, s.tile_height, s.stride_y)
+        cols = tile_starts(area.width, s.tile_width, s.stride_x)
+    except (ParameterError, ValueError):
+        return 0
+    return len(rows) * len(cols) * len(s.angles)
 
 
 def plan_chips(

@@ -23,6 +23,7 @@ from rasterio.enums import Resampling
 from rasterlearn.errors import OutputError
 from rasterlearn.execution.blocks import block_size, blocks_of, run_blocks_staged
 from rasterlearn.execution.cache import cached, forget_everywhere
+from rasterlearn.execution.processes import ProcessLanes
 from rasterlearn.export.cut import ChipCutter, CutChip
 from rasterlearn.export.plan import ChipPlan
 from rasterlearn.export.settings import ExportSettings
@@ -207,6 +208,18 @@ is Python work (labels, statistics) that threads cannot overlap; starting a proc
 rasterio, shapely: about half a second of one core) pays for itself from a few hundred chips."""
 
 
+def start_lanes_early(estimated_plans: int, lanes: int) -> ProcessLanes | None:
+    """Lane processes for an export of about ``estimated_plans`` chips, started before its
+    features are loaded and its chips planned: they import the export's modules meanwhile
+    (about 0.3 s). None when the export will not use processes.
+
+    The caller ends them (a context manager) and passes them to :func:`write_chips`.
+    """
+    if lanes <= 1 or estimated_plans < PROCESS_MIN_PLANS:
+        return None
+    return ProcessLanes(lanes, preload=(__name__,))
+
+
 def write_chips(
     writer: ExportWriter,
     job: ExportJob,
@@ -214,6 +227,7 @@ def write_chips(
     advance: Callable[[int], None],
     client: Client | None = None,
     lanes: int = 1,
+    started: ProcessLanes | None = None,
 ) -> None:
     """Cut and write every chip on ``lanes`` here or on the client's workers; the statistics
     and ``map.txt`` lines are counted here in plan order.
@@ -226,6 +240,8 @@ def write_chips(
         client: A Dask client, or None to run in this process.
         lanes: Blocks cut and written side by side here, without a client: in worker
             processes from :data:`PROCESS_MIN_PLANS` planned chips, else on threads.
+        started: Lane processes started already (:func:`start_lanes_early`), used whatever
+            the number of chips.
     """
     blocks = _blocks(plans_per_source)
     planned = sum(len(plans) for plans in plans_per_source)
@@ -247,7 +263,7 @@ def write_chips(
             decide=number,
             client=client,
             lanes=lanes,
-            processes=planned >= PROCESS_MIN_PLANS,
+            processes=started if started is not None else planned >= PROCESS_MIN_PLANS,
             name="export",
         ):
             for tally, band_stats, band_stats2 in summary.chips:

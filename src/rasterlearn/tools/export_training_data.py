@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +14,10 @@ from rasterlearn.execution.dask import (
     dask_client,
     parse_cluster,
 )
+from rasterlearn.execution.processes import ProcessLanes
 from rasterlearn.execution.threads import default_workers
 from rasterlearn.export.class_data import class_table, load_class_data
-from rasterlearn.export.plan import plan_chips
+from rasterlearn.export.plan import grid_chip_count, plan_chips
 from rasterlearn.export.settings import (
     CROP_MODES,
     REFERENCE_SYSTEMS,
@@ -23,7 +25,7 @@ from rasterlearn.export.settings import (
     choice,
     rotation_angles,
 )
-from rasterlearn.export.write import ExportJob, SourceSpec, write_chips
+from rasterlearn.export.write import ExportJob, SourceSpec, start_lanes_early, write_chips
 from rasterlearn.formats.chip_images import CHIP_IMAGE_FORMATS, chip_image_format
 from rasterlearn.formats.chips import (
     ACCUMULATED_STATS_FILE,
@@ -215,12 +217,16 @@ def _export(
                     f"{src.name} ({grid.width} x {grid.height} px)",
                     "use a smaller --tile-size-x/--tile-size-y",
                 )
-        features, class_source = load_class_data(in_class_data, first, s)
-        mask = load_mask(in_mask_polygons, first.grid.crs) if in_mask_polygons is not None else None
-        classes = class_table(features, class_source)
-        return _run_export(
-            sources, out_folder, s, features, class_source, classes, mask, where, second
-        )
+        # a large export's lane processes import what they need while the features load
+        estimate = sum(grid_chip_count(src, s) for src in sources) if where == (None, None) else 0
+        early = start_lanes_early(estimate, default_workers(s.num_workers))
+        with early or contextlib.nullcontext():
+            features, class_source = load_class_data(in_class_data, first, s)
+            mask = load_mask(in_mask_polygons, first.grid.crs) if in_mask_polygons else None
+            classes = class_table(features, class_source)
+            return _run_export(
+                sources, out_folder, s, features, class_source, classes, mask, where, second, early
+            )
     finally:
         for src in (*sources, class_source, second):
             if src is not None:
@@ -251,6 +257,7 @@ def _run_export(
     mask: shapely.Geometry | None,
     where: tuple[str | None, str | None] = (None, None),
     second: AlignedRaster | None = None,
+    started: ProcessLanes | None = None,
 ) -> ExportResult:
     plans_per_source = []
     skipped: list[RasterLearnError] = []
@@ -288,7 +295,7 @@ def _run_export(
         )
         lanes = default_workers(s.num_workers)
         with progress_bar("Exporting chips", total, s.progress) as advance:
-            write_chips(writer, job, plans_per_source, advance, client, lanes)
+            write_chips(writer, job, plans_per_source, advance, client, lanes, started)
         if writer.num_chips == 0:
             raise InputError(
                 "no chip was written: no tile holds labelled features with enough valid pixels",
