@@ -222,7 +222,11 @@ def _export(
         early = start_lanes_early(estimate, default_workers(s.num_workers))
         with early or contextlib.nullcontext():
             features, class_source = load_class_data(in_class_data, first, s)
-            mask = load_mask(in_mask_polygons, first.grid.crs) if in_mask_polygons else None
+            mask = (
+                load_mask(in_mask_polygons, first.grid.crs)
+                if in_mask_polygons is not None
+                else None
+            )
             classes = class_table(features, class_source)
             return _run_export(
                 sources, out_folder, s, features, class_source, classes, mask, where, second, early

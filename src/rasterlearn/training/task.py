@@ -220,12 +220,9 @@ class TrainingTask(L.LightningModule):
             self.model.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> object:
-        return self.model(self._laid_out(x))
-
-    def _laid_out(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
-            return images.contiguous(memory_format=torch.channels_last)
-        return images
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x)
 
     def _loss(self, batch: tuple, mix: bool = False) -> torch.Tensor:
         images, targets = batch

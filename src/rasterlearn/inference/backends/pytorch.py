@@ -7,7 +7,6 @@ pre-processing and its output decoding (:mod:`rasterlearn.inference.backends.dec
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 from pathlib import Path
 from typing import Any
@@ -69,7 +68,8 @@ class TorchPredictor(Predictor):
         if self.info.task in ("detection", "instance"):
             self.model = model
         else:
-            self.model, self.channels_last = fast_form(model)
+            self.model = fast_form(model)
+            self.channels_last = True
 
     def _inputs(self, tiles: np.ndarray, valid: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(tiles)).to(self.device)
@@ -121,9 +121,9 @@ class TorchPredictor(Predictor):
                 head.detections_per_img = MAX_DETECTIONS_PER_TILE
 
 
-def fast_form(model: torch.nn.Module) -> tuple[torch.nn.Module, bool]:
-    """A pixel or chip classifier in the form that runs fastest, and whether it takes its
-    batches channels-last.
+def fast_form(model: torch.nn.Module) -> torch.nn.Module:
+    """A pixel or chip classifier in the form that runs fastest; it takes its batches
+    channels-last.
 
     Each batch normalisation is folded into the convolution before it (one pass over the
     features fewer), and the weights are laid out channels-last, which oneDNN's CPU and
@@ -138,10 +138,10 @@ def fast_form(model: torch.nn.Module) -> tuple[torch.nn.Module, bool]:
 
     model = model.eval()
     try:
-        model = fuse(copy.deepcopy(model))
+        model = fuse(model)  # on a copy: the model is left as it is if tracing fails
     except Exception as err:  # torch.fx cannot trace it (data-dependent control flow)
         logger.debug("batch normalisation not folded: %s", err)
-    return model.to(memory_format=torch.channels_last), True
+    return model.to(memory_format=torch.channels_last)
 
 
 def model_file(definition: ModelDefinition, kind: str) -> Path:
