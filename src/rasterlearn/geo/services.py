@@ -27,7 +27,6 @@ import math
 import os
 import urllib.parse
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 from affine import Affine
 from rasterio.crs import CRS
@@ -36,6 +35,7 @@ from rasterio.warp import transform_bounds
 
 from rasterlearn.errors import ParameterError
 from rasterlearn.geo.grid import Box, Grid
+from rasterlearn.geo.vrt import xml_text
 
 SERVICE_SCHEMES = ("xyz:", "tms:", "wms:", "arcgis:")
 WEB_MERCATOR_HALF = 20037508.342789244
@@ -207,7 +207,7 @@ def _snapped_grid(bounds: Extent, size: float, crs: CRS) -> Grid:
 
 
 def _cache_xml(cache: str | None) -> str:
-    return f"<Cache><Path>{escape(cache)}</Path></Cache>" if cache else ""
+    return f"<Cache><Path>{xml_text(cache)}</Path></Cache>" if cache else ""
 
 
 def _tiles_vrt(
@@ -228,7 +228,7 @@ def _tiles_vrt(
         )
     h = WEB_MERCATOR_HALF
     wms = (
-        f'<GDAL_WMS><Service name="TMS"><ServerUrl>{escape(template)}</ServerUrl></Service>'
+        f'<GDAL_WMS><Service name="TMS"><ServerUrl>{xml_text(template)}</ServerUrl></Service>'
         f"<DataWindow><UpperLeftX>{-h}</UpperLeftX><UpperLeftY>{h}</UpperLeftY>"
         f"<LowerRightX>{h}</LowerRightX><LowerRightY>{-h}</LowerRightY>"
         f"<TileLevel>{zoom}</TileLevel><TileCountX>1</TileCountX><TileCountY>1</TileCountY>"
@@ -245,7 +245,7 @@ def _window_vrt(source: str, grid: Grid, box: Box, bands: int) -> str:
     t = grid.window(box).transform
     band_xml = "".join(
         f'<VRTRasterBand dataType="Byte" band="{b}"><SimpleSource>'
-        f'<SourceFilename relativeToVRT="0">{escape(source)}</SourceFilename>'
+        f'<SourceFilename relativeToVRT="0">{xml_text(source)}</SourceFilename>'
         f"<SourceBand>{b}</SourceBand>"
         f'<SrcRect xOff="{box.col}" yOff="{box.row}" xSize="{box.width}" ySize="{box.height}"/>'
         f'<DstRect xOff="0" yOff="0" xSize="{box.width}" ySize="{box.height}"/>'
@@ -254,7 +254,7 @@ def _window_vrt(source: str, grid: Grid, box: Box, bands: int) -> str:
     )
     return (
         f'<VRTDataset rasterXSize="{box.width}" rasterYSize="{box.height}">'
-        f"<SRS>{escape(grid.crs.to_wkt())}</SRS>"
+        f"<SRS>{xml_text(grid.crs.to_wkt())}</SRS>"
         f"<GeoTransform>{t.c}, {t.a}, 0, {t.f}, 0, {t.e}</GeoTransform>{band_xml}</VRTDataset>"
     )
 
@@ -267,17 +267,17 @@ def _image_service_xml(
     xmax = xmin + grid.transform.a * grid.width
     ymin = ymax + grid.transform.e * grid.height
     epsg = grid.crs.to_epsg()
-    layers = escape(options.get("layers", ""))
+    layers = xml_text(options.get("layers", ""))
     if scheme == "wms":
         if not layers:
             raise ParameterError(f"WMS {url} needs a layer", "add #layers=NAME after the URL")
         version = options.get("version", "1.1.1")
         srs_tag = "CRS" if version.startswith("1.3") else "SRS"
         service = (
-            f'<Service name="WMS"><Version>{escape(version)}</Version>'
-            f"<ServerUrl>{escape(url)}</ServerUrl>"
+            f'<Service name="WMS"><Version>{xml_text(version)}</Version>'
+            f"<ServerUrl>{xml_text(url)}</ServerUrl>"
             f"<{srs_tag}>EPSG:{epsg}</{srs_tag}>"
-            f"<ImageFormat>{escape(options.get('format', 'image/png'))}</ImageFormat>"
+            f"<ImageFormat>{xml_text(options.get('format', 'image/png'))}</ImageFormat>"
             f"<Layers>{layers}</Layers><Styles></Styles></Service>"
         )
     else:
@@ -285,7 +285,7 @@ def _image_service_xml(
         if server.lower().endswith("/imageserver"):
             server += "/exportImage?"  # GDAL adds the request's parameters after it
         service = (
-            f'<Service name="AGS"><ServerUrl>{escape(server)}</ServerUrl>'
+            f'<Service name="AGS"><ServerUrl>{xml_text(server)}</ServerUrl>'
             f"<BBoxOrder>xyXY</BBoxOrder><SRS>{epsg}</SRS>"
             + (f"<Layers>{layers}</Layers>" if layers else "")
             + "</Service>"

@@ -16,12 +16,14 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import pystac
+from typing import TYPE_CHECKING
 
 from rasterlearn.errors import InputError
 from rasterlearn.geo.paths import gdal_path
 from rasterlearn.geo.vrt import RasterFacts, VrtBand, raster_facts, vrt_xml
+
+if TYPE_CHECKING:  # pystac takes 0.1 s to import: only a STAC input needs it
+    import pystac
 
 RASTER_MEDIA = ("tiff", "jp2", "geotiff")
 RASTER_ASSET_SUFFIXES = (".tif", ".tiff", ".jp2", ".vrt", ".img")
@@ -103,6 +105,8 @@ def stac_local_files(href: str) -> list[Path]:
 
 def _items(href: str) -> list[tuple[pystac.Item, str]]:
     """The items, each with the href its relative asset paths are relative to."""
+    import pystac
+
     try:
         data = json.loads(pystac.StacIO.default().read_text(href))
     except (OSError, urllib.error.URLError, ValueError) as err:

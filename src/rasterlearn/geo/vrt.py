@@ -7,11 +7,11 @@ window (a remote source through ``/vsicurl/`` byte ranges) and never copying the
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
-from xml.sax.saxutils import escape
 
 import rasterio
 from affine import Affine
@@ -31,6 +31,12 @@ GDAL_TYPES = {
     "float32": "Float32",
     "float64": "Float64",
 }
+
+
+def xml_text(text: str) -> str:
+    """Text escaped for an XML element (``&``, ``<``, ``>``), as ``xml.sax.saxutils.escape``
+    without its import of urllib."""
+    return html.escape(text, quote=False)
 
 
 @dataclass(frozen=True)
@@ -138,13 +144,15 @@ def vrt_xml(bands: Sequence[VrtBand], resolution: tuple[float, float]) -> str:
         raster, source_band = band.sources[0]
         gdal_type = GDAL_TYPES.get(raster.dtypes[source_band - 1], "Float32")
         meta = f"<NoDataValue>{first.nodata}</NoDataValue>" if first.nodata is not None else ""
-        meta += f"<Description>{escape(band.description)}</Description>" if band.description else ""
+        meta += (
+            f"<Description>{xml_text(band.description)}</Description>" if band.description else ""
+        )
         meta += f"<ColorInterp>{band.color_interp}</ColorInterp>" if band.color_interp else ""
         sources = "".join(_simple_source(r, b, left, top, resolution) for r, b in band.sources)
         out.append(
             f'<VRTRasterBand dataType="{gdal_type}" band="{index}">{meta}{sources}</VRTRasterBand>'
         )
-    srs = f"<SRS>{escape(first.crs.to_wkt())}</SRS>" if first.crs else ""
+    srs = f"<SRS>{xml_text(first.crs.to_wkt())}</SRS>" if first.crs else ""
     return (
         f'<VRTDataset rasterXSize="{width}" rasterYSize="{height}">{srs}'
         f"<GeoTransform>{left}, {res_x}, 0, {top}, 0, {-res_y}</GeoTransform>"
@@ -162,7 +170,7 @@ def _simple_source(
     x_size = (r_right - r_left) / res_x
     y_size = (r_top - r_bottom) / res_y
     return (
-        f'<SimpleSource><SourceFilename relativeToVRT="0">{escape(raster.path)}'
+        f'<SimpleSource><SourceFilename relativeToVRT="0">{xml_text(raster.path)}'
         f"</SourceFilename><SourceBand>{band}</SourceBand>"
         f'<SrcRect xOff="0" yOff="0" xSize="{raster.width}" ySize="{raster.height}"/>'
         f'<DstRect xOff="{x_off}" yOff="{y_off}" xSize="{x_size}" ySize="{y_size}"/>'
