@@ -5,10 +5,16 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from rasterlearn.models.registry import MODEL_TYPES
-from rasterlearn.training.averaging import DECAY, WeightAverage, averages_weights
+from rasterlearn.training.averaging import (
+    DECAY,
+    HORIZON_STEPS,
+    WeightAverage,
+    averages_weights,
+    first_stop_epoch,
+)
 from rasterlearn.training.task import WARM_UP
 
 
@@ -69,6 +75,43 @@ def test_the_best_checkpoint_holds_the_average_and_validation_scores_it(tmp_path
     resumable = torch.load(tmp_path / "last.ckpt", weights_only=False)
     assert float(resumable["state_dict"]["w"]) == pytest.approx(average, rel=1e-5)
     assert float(resumable["current_model_state"]["w"]) == pytest.approx(trajectory.weights[-1])
+
+
+class _Worsening(_Drift):
+    """Validation reports a score that falls every epoch: early stopping wants to stop."""
+
+    def validation_step(self, batch, batch_idx):
+        self.log("score", -self.w.detach().sum())
+
+
+def test_early_stopping_waits_until_the_average_spans_its_horizon(tmp_path):
+    steps, epochs = 4, 20
+    first = first_stop_epoch(epochs, steps)
+    assert HORIZON_STEPS == 50
+    assert first == 18  # 20 warm-up steps and 50 more: 17.5 epochs
+    data = torch.utils.data.DataLoader(torch.zeros(steps, 1), batch_size=1)
+    trajectory = _Trajectory()
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        min_epochs=first,  # as training/fit.py for an averaged model
+        callbacks=[trajectory, EarlyStopping("score", patience=1, mode="max"), WeightAverage()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    module = _Worsening()
+    trainer.fit(module, data, data)
+    assert trainer.current_epoch == first  # it stopped, and not before
+    # the model ends as the average of the steps after the warm-up
+    average = _expected_average(trajectory.weights, int(WARM_UP * steps * epochs))
+    assert float(module.w) == pytest.approx(average, rel=1e-5)
+
+
+def test_a_short_run_is_judged_only_at_its_end():
+    assert first_stop_epoch(20, 2) == 20
+    assert first_stop_epoch(3, 100) == 2  # 75 warm-up steps and 50 more
 
 
 def test_the_average_starts_after_the_warm_up_and_is_a_plain_mean_at_first():

@@ -11,10 +11,15 @@ of the steps), is a plain mean of the weights so far for its first steps and the
 exponential average with :data:`DECAY`. Validation scores the averaged weights, and the
 best checkpoint holds them: they are swapped back when the next epoch starts, after the
 checkpoints are written.
+
+Early stopping (the Train tool's default) judges an averaged model only from
+:func:`first_stop_epoch` on, once the average spans its horizon: judged earlier, it still
+lags the weights.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
@@ -27,6 +32,8 @@ from rasterlearn.training.task import WARM_UP
 
 DECAY = 0.98
 """Per-step decay of the average (its weights fall to 1/e in about 50 steps)."""
+HORIZON_STEPS = round(1 / (1 - DECAY))
+"""The steps the average spans once it is exponential."""
 AVERAGED_FAMILIES = (FAMILIES["one-stage detector"],)
 """The model families trained with the average (where it was measured)."""
 
@@ -35,6 +42,17 @@ def averages_weights(spec: ModelSpec) -> bool:
     """Whether a model type trains with :class:`WeightAverage` (when it trains its whole
     schedule, without early stopping)."""
     return rate_family(spec.model_type, spec.task) in AVERAGED_FAMILIES
+
+
+def first_stop_epoch(max_epochs: int, steps_per_epoch: int) -> int:
+    """The first epoch after which early stopping may end an averaged run: the warm-up's
+    epochs and then :data:`HORIZON_STEPS` steps of averaging (the whole schedule at most).
+
+    A 9-chip FCOS run that early stopping judged from the end of the warm-up stopped after 8
+    of 20 epochs with held-out AP50 0.28, against 0.85 trained through.
+    """
+    steps = WARM_UP * max_epochs * steps_per_epoch + HORIZON_STEPS
+    return min(max_epochs, math.ceil(steps / max(1, steps_per_epoch)))
 
 
 def _average(averaged: torch.Tensor, current: torch.Tensor, count: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from rasterlearn.progress import progress_bar
-from rasterlearn.training.averaging import WeightAverage, averages_weights
+from rasterlearn.training.averaging import WeightAverage, averages_weights, first_stop_epoch
 from rasterlearn.training.learning_rate import (
     LearningRateChoice,
     find_learning_rate,
@@ -110,9 +110,8 @@ def fit(settings: TrainingSettings, setup: TrainingSetup) -> FitResult | None:
     )
     last = ModelCheckpoint(dirpath=settings.checkpoints, filename="last", save_top_k=1)
     callbacks: list[Callback] = [history, best, last]
-    # measured on full schedules only: early stopping judges the average while it still lags
-    # the weights (9 chips: stopped after 8 epochs, held-out AP50 0.28 against 0.85 without)
-    if averages_weights(setup.spec) and not settings.stop_training:
+    averaged = averages_weights(setup.spec)
+    if averaged:
         callbacks.append(WeightAverage())
     if settings.stop_training:
         callbacks.append(
@@ -121,8 +120,13 @@ def fit(settings: TrainingSettings, setup: TrainingSetup) -> FitResult | None:
     trainer = L.Trainer(
         **trainer_kwargs,
         max_epochs=settings.max_epochs,
-        # no stop while the one-cycle schedule warms up: detectors score ~0 AP before that
-        min_epochs=math.ceil(WARM_UP * settings.max_epochs),
+        # no stop while the one-cycle schedule warms up (detectors score ~0 AP before that),
+        # nor while the average still lags the weights
+        min_epochs=(
+            first_stop_epoch(settings.max_epochs, len(setup.train_loader))
+            if averaged
+            else math.ceil(WARM_UP * settings.max_epochs)
+        ),
         callbacks=callbacks,
         default_root_dir=str(settings.checkpoints),
     )
