@@ -281,6 +281,35 @@ def test_zoom_into_a_corner_repeats_its_pixels() -> None:
     np.testing.assert_allclose(out.boxes, [[4, 4, 20, 12], [40, 6, 48, 18]])
 
 
+def test_a_zooming_augmenter_scales_objects_within_its_range() -> None:
+    n, side = 64, 16
+    masks = np.zeros((1, n, n), dtype=np.float32)
+    masks[0, 24:40, 24:40] = 1
+    box = np.array([[24.0, 24.0, 40.0, 40.0]], dtype=np.float32)
+    aug = Augmenter("MAP_SPACE", brightness=0, contrast=0, zoom=(0.8, 1.25))
+    plain = Augmenter("MAP_SPACE", brightness=0, contrast=0)
+    scales, unzoomed = [], 0
+    for seed in range(100):
+        out = aug(Sample(masks, boxes=box, labels=np.arange(1)), seed)
+        # the flips are drawn as without the zoom: an unzoomed sample is the plain one
+        if np.array_equal(out.image, plain(Sample(masks), seed).image):
+            unzoomed += 1
+            continue
+        if len(out.boxes) == 0:
+            continue
+        x0, y0, x1, y1 = out.boxes[0]
+        if min(x0, y0) > 0 and max(x1, y1) < n:  # not cut by the border
+            scales.append((x1 - x0) / side)
+            inside = boxes_from_masks((out.image > 0.5).astype(np.uint8))[0]
+            np.testing.assert_allclose(inside, out.boxes[0], atol=1.0)
+    assert 30 < unzoomed < 70  # half of the samples are zoomed
+    scales = np.array(scales)
+    assert ((scales > 0.8 - 1e-4) & (scales < 1.25 + 1e-4)).all()
+    assert (scales < 0.95).any() and (scales > 1.05).any()
+    with pytest.raises(ValueError, match="zoom"):
+        Augmenter(zoom=(1.25, 0.8))
+
+
 def test_random_turns_keep_boxes_around_their_pixels() -> None:
     rng = np.random.default_rng(7)
     h = w = 48

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
@@ -439,3 +440,33 @@ def test_a_model_that_learned_nothing_ends_with_a_warning(exports, tmp_path):
     assert "Warning:" in html and "given as learning_rate" in html
     emd = json.loads((tmp_path / "m" / "m.emd").read_text())
     assert emd["LearningRateChoice"] == {"Rule": "given", "Reason": "given as learning_rate"}
+
+
+# --------------------------------------------------------------------------- default augmentation
+
+
+@pytest.mark.parametrize(
+    ("model_type", "fmt", "zooms"),
+    [
+        ("FCOS", "PASCAL_VOC_rectangles", True),
+        ("RETINANET", "PASCAL_VOC_rectangles", True),
+        ("FASTERRCNN", "PASCAL_VOC_rectangles", False),
+        ("UNET", "Classified_Tiles", False),
+    ],
+)
+def test_one_stage_detectors_zoom_by_default(exports, tmp_path, model_type, fmt, zooms):
+    from rasterlearn.training.settings import TrainingSettings
+    from rasterlearn.training.setup import OBJECT_ZOOM, prepare_training
+
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(train_deep_learning_model).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    setup = prepare_training(
+        TrainingSettings.from_parameters(
+            exports[fmt], tmp_path / "m", **{**defaults, "model_type": model_type}
+        )
+    )
+    assert setup.train_set.augment.zoom == (OBJECT_ZOOM if zooms else None)
+    assert setup.train_set.augment.flips  # the rest of the default augmentation is kept

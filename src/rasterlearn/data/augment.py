@@ -561,8 +561,9 @@ class Augmenter:
     """Random joint augmentation for training.
 
     In this order: a random crop to ``chip_size`` (when the chip is larger), a random element
-    of the dihedral group (``MAP_SPACE``) or a random left-right flip (``PIXEL_SPACE``), and a
-    brightness/contrast jitter of the (already normalised) image.
+    of the dihedral group (``MAP_SPACE``) or a random left-right flip (``PIXEL_SPACE``), a
+    random zoom (when ``zoom`` is given), and a brightness/contrast jitter of the (already
+    normalised) image.
 
     Args:
         image_space: ``MAP_SPACE`` or ``PIXEL_SPACE``.
@@ -571,6 +572,9 @@ class Augmenter:
         brightness: Add ``b ~ U(-brightness, brightness)`` to the image (normalised units).
         contrast: Scale the image about its mean by ``c ~ U(1 - contrast, 1 + contrast)``.
         min_box_size: Boxes cut by the crop to less than this many pixels are dropped.
+        zoom: ``(smallest, largest)`` scale of a zoom about a random point, drawn uniformly
+            in log scale, applied to ``zoom_probability`` of the samples; None: no zoom.
+        zoom_probability: Share of the samples zoomed.
         transforms: ArcGIS's custom transforms (:func:`parse_augmentation_parameters`),
             applied after the above; use :meth:`from_parameters` to apply only them.
     """
@@ -584,6 +588,8 @@ class Augmenter:
         contrast: float = 0.1,
         min_box_size: float = 2.0,
         *,
+        zoom: tuple[float, float] | None = None,
+        zoom_probability: float = 0.5,
         transforms: Sequence[RandomTransform] = (),
     ) -> None:
         space = str(image_space).upper()
@@ -591,6 +597,8 @@ class Augmenter:
             raise ValueError(f"image_space must be one of {IMAGE_SPACES}, got {image_space!r}")
         if brightness < 0 or not 0 <= contrast < 1:
             raise ValueError("brightness must be >= 0 and contrast in [0, 1)")
+        if zoom is not None and not 0 < zoom[0] <= zoom[1]:
+            raise ValueError(f"zoom must be (smallest, largest) scales above 0, got {zoom}")
         self.image_space = space
         if isinstance(chip_size, int):
             chip_size = (chip_size, chip_size)
@@ -599,6 +607,8 @@ class Augmenter:
         self.brightness = float(brightness)
         self.contrast = float(contrast)
         self.min_box_size = float(min_box_size)
+        self.zoom = None if zoom is None else (float(zoom[0]), float(zoom[1]))
+        self.zoom_probability = float(zoom_probability)
         self.transforms = tuple(transforms)
         unknown = [t.name for t in self.transforms if t.name not in AUGMENTATION_NAMES]
         if unknown:
@@ -640,7 +650,7 @@ class Augmenter:
     def __repr__(self) -> str:
         return (
             f"Augmenter({self.image_space!r}, chip_size={self.chip_size}, flips={self.flips}, "
-            f"brightness={self.brightness}, contrast={self.contrast}, "
+            f"brightness={self.brightness}, contrast={self.contrast}, zoom={self.zoom}, "
             f"transforms={[t.name for t in self.transforms]})"
         )
 
@@ -662,6 +672,13 @@ class Augmenter:
                 sample = dihedral(sample, 4 * flip + min(int(u[3] * 4), 3))
             elif flip:
                 sample = hflip(sample)
+        if self.zoom is not None:
+            # drawn only by a zooming augmenter: the others' streams stay as they were
+            z = torch.rand(4, generator=gen, dtype=torch.float64).tolist()
+            if z[0] < self.zoom_probability:
+                low, high = math.log(self.zoom[0]), math.log(self.zoom[1])
+                scale = math.exp(low + z[1] * (high - low))
+                sample = rotate_zoom(sample, 0.0, scale, z[2], z[3], self.min_box_size)
         if self.brightness or self.contrast:
             b = (2 * u[4] - 1) * self.brightness
             c = 1 + (2 * u[5] - 1) * self.contrast

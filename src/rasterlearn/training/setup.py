@@ -31,11 +31,17 @@ from rasterlearn.models.registry import (
     set_encoder_trainable,
 )
 from rasterlearn.models.trained import read_weights, recorded_decoder_channels
+from rasterlearn.training.learning_rate import FAMILIES, rate_family
 from rasterlearn.training.losses import SegmentationLoss, class_balance_weights
 from rasterlearn.training.settings import MONITORS, TrainingSettings
 from rasterlearn.training.task import TASK_METRICS
 
 DETECTION_TASKS = ("detection", "instance")
+OBJECT_ZOOM = (0.8, 1.25)
+"""The default augmentation's zoom range (half of the chips) for :data:`ZOOMED_FAMILIES`:
+objects seen at other sizes than the few labelled ones."""
+ZOOMED_FAMILIES = (FAMILIES["one-stage detector"],)
+"""The model families whose default augmentation zooms (where it was measured)."""
 MIN_STEPS_PER_EPOCH = 8
 """The default batch size leaves at least this many training steps an epoch (down to 2 chips)."""
 
@@ -132,7 +138,7 @@ def prepare_training(settings: TrainingSettings) -> TrainingSetup:
         train_idx,
         chip_size=chip,
         normalizer=normalizer,
-        augment=_augmenter(settings, data, chip),
+        augment=_augmenter(settings, data, chip, spec),
         seed=settings.seed,
     )
     valid_set = dataset_cls(data, valid_idx, chip_size=chip, normalizer=normalizer)
@@ -214,9 +220,14 @@ def _dataset_class(task: str) -> type[ChipDataset]:
     }[task]
 
 
-def _augmenter(settings: TrainingSettings, data: TrainingData, chip: int) -> Augmenter | None:
+def _augmenter(
+    settings: TrainingSettings, data: TrainingData, chip: int, spec: ModelSpec
+) -> Augmenter | None:
     if settings.augmentation == "DEFAULT":
-        return Augmenter(image_space=data.image_space, chip_size=chip)
+        zooms = rate_family(spec.model_type, spec.task) in ZOOMED_FAMILIES
+        return Augmenter(
+            image_space=data.image_space, chip_size=chip, zoom=OBJECT_ZOOM if zooms else None
+        )
     if settings.augmentation == "CUSTOM":
         return Augmenter.from_parameters(
             settings.augmentation_parameters,
