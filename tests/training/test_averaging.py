@@ -5,12 +5,13 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from rasterlearn.models.registry import MODEL_TYPES
 from rasterlearn.training.averaging import (
     DECAY,
     HORIZON_STEPS,
+    AverageEarlyStopping,
     WeightAverage,
     averages_weights,
     first_stop_epoch,
@@ -84,26 +85,30 @@ class _Worsening(_Drift):
         self.log("score", -self.w.detach().sum())
 
 
-def test_early_stopping_waits_until_the_average_spans_its_horizon(tmp_path):
-    steps, epochs = 4, 20
+def test_early_stopping_judges_the_average_once_it_spans_its_horizon(tmp_path):
+    steps, epochs, patience = 4, 30, 5
     first = first_stop_epoch(epochs, steps)
     assert HORIZON_STEPS == 50
-    assert first == 18  # 20 warm-up steps and 50 more: 17.5 epochs
+    assert first == 20  # 30 warm-up steps and 50 more
     data = torch.utils.data.DataLoader(torch.zeros(steps, 1), batch_size=1)
     trajectory = _Trajectory()
     trainer = L.Trainer(
         max_epochs=epochs,
-        min_epochs=first,  # as training/fit.py for an averaged model
-        callbacks=[trajectory, EarlyStopping("score", patience=1, mode="max"), WeightAverage()],
+        callbacks=[
+            trajectory,
+            AverageEarlyStopping(first, "score", patience=patience, mode="max"),
+            WeightAverage(),
+        ],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
-    module = _Worsening()
+    module = _Worsening()  # its score falls every epoch: plain early stopping ends at epoch 6
     trainer.fit(module, data, data)
-    assert trainer.current_epoch == first  # it stopped, and not before
+    # the first epoch judged sets the best score; the patience runs from there
+    assert trainer.current_epoch == first + patience
     # the model ends as the average of the steps after the warm-up
     average = _expected_average(trajectory.weights, int(WARM_UP * steps * epochs))
     assert float(module.w) == pytest.approx(average, rel=1e-5)

@@ -449,12 +449,12 @@ def test_a_model_that_learned_nothing_ends_with_a_warning(exports, tmp_path):
     ("model_type", "fmt", "zooms"),
     [
         ("FCOS", "PASCAL_VOC_rectangles", True),
-        ("RETINANET", "PASCAL_VOC_rectangles", True),
+        ("RETINANET", "PASCAL_VOC_rectangles", False),
         ("FASTERRCNN", "PASCAL_VOC_rectangles", False),
         ("UNET", "Classified_Tiles", False),
     ],
 )
-def test_one_stage_detectors_zoom_by_default(exports, tmp_path, model_type, fmt, zooms):
+def test_fcos_zooms_by_default(exports, tmp_path, model_type, fmt, zooms):
     from rasterlearn.training.settings import TrainingSettings
     from rasterlearn.training.setup import OBJECT_ZOOM, prepare_training
 

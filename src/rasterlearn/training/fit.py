@@ -16,7 +16,12 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from rasterlearn.progress import progress_bar
-from rasterlearn.training.averaging import WeightAverage, averages_weights, first_stop_epoch
+from rasterlearn.training.averaging import (
+    AverageEarlyStopping,
+    WeightAverage,
+    averages_weights,
+    first_stop_epoch,
+)
 from rasterlearn.training.learning_rate import (
     LearningRateChoice,
     find_learning_rate,
@@ -114,19 +119,23 @@ def fit(settings: TrainingSettings, setup: TrainingSetup) -> FitResult | None:
     if averaged:
         callbacks.append(WeightAverage())
     if settings.stop_training:
+        metric, mode = setup.monitored_metric, setup.monitor_mode
         callbacks.append(
-            EarlyStopping(setup.monitored_metric, patience=PATIENCE, mode=setup.monitor_mode)
+            # an averaged run is judged once the average spans its steps, on its own scores
+            AverageEarlyStopping(
+                first_stop_epoch(settings.max_epochs, len(setup.train_loader)),
+                metric,
+                patience=PATIENCE,
+                mode=mode,
+            )
+            if averaged
+            else EarlyStopping(metric, patience=PATIENCE, mode=mode)
         )
     trainer = L.Trainer(
         **trainer_kwargs,
         max_epochs=settings.max_epochs,
-        # no stop while the one-cycle schedule warms up (detectors score ~0 AP before that),
-        # nor while the average still lags the weights
-        min_epochs=(
-            first_stop_epoch(settings.max_epochs, len(setup.train_loader))
-            if averaged
-            else math.ceil(WARM_UP * settings.max_epochs)
-        ),
+        # no stop while the one-cycle schedule warms up: detectors score ~0 AP before that
+        min_epochs=math.ceil(WARM_UP * settings.max_epochs),
         callbacks=callbacks,
         default_root_dir=str(settings.checkpoints),
     )

@@ -133,12 +133,15 @@ def fast_form(model: torch.nn.Module) -> torch.nn.Module:
 
     Detectors are left as they are: folding their backbones and laying them out channels-last
     sped up their forward pass 1.2x but not Detect Objects (6.6 s for 2,048 px either way).
+
+    The model's layers are changed in place: use the model returned, not the one given.
     """
     from torch.fx.experimental.optimization import fuse
 
     model = model.eval()
     try:
-        model = fuse(model)  # on a copy: the model is left as it is if tracing fails
+        # in place (no second copy of the weights): tracing fails before anything changes
+        model = fuse(model, inplace=True)
     except Exception as err:  # torch.fx cannot trace it (data-dependent control flow)
         logger.debug("batch normalisation not folded: %s", err)
     return model.to(memory_format=torch.channels_last)
