@@ -83,7 +83,7 @@ class DemoSettings:
 FULL = DemoSettings(tile_size=96, detection_stride=32, pixel_stride=32)
 """The demo: chips of 96 px at a stride of 32, and training on the Train tool's defaults
 (learning rate from the range test, ArcGIS's 20 epochs, the batch size and detection threshold
-the tool chooses, early stopping); about 3 minutes on 2 shared CPU cores."""
+the tool chooses, early stopping); about 4 minutes on 2 shared CPU cores."""
 
 QUICK = DemoSettings(
     tile_size=64,
