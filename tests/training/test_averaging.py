@@ -111,7 +111,7 @@ def test_early_stopping_judges_the_average_once_it_spans_its_horizon(tmp_path):
     assert trainer.current_epoch == first + patience
     # the model ends as the average of the steps after the warm-up
     average = _expected_average(trajectory.weights, int(WARM_UP * steps * epochs))
-    assert float(module.w) == pytest.approx(average, rel=1e-5)
+    assert float(module.w.detach()) == pytest.approx(average, rel=1e-5)
 
 
 def test_a_short_run_is_judged_only_at_its_end():

@@ -4,7 +4,8 @@ Detectors trained from random weights on a few dozen objects end in very differe
 from seed to seed; the average of the weights over the last steps of the one-cycle schedule
 varies less. On the NEON demo split (FCOS, the Train tool's defaults with early stopping,
 seeds 42, 1, 3, 4, 6, 7) the held-out AP50 of the raw weights ranged 0.09-0.41 (mean 0.27), of
-the averaged weights 0.32-0.44 (mean 0.37).
+the averaged weights 0.32-0.44 (mean 0.37; with a first version of the stop below, which
+compared with the earlier scores too).
 
 The average starts when the schedule's warm-up ends (:data:`~rasterlearn.training.task.WARM_UP`
 of the steps), is a plain mean of the weights so far for its first steps and then an
@@ -13,8 +14,8 @@ best checkpoint holds them: they are swapped back when the next epoch starts, af
 checkpoints are written.
 
 Early stopping (the Train tool's default) judges an averaged model only from
-:func:`first_stop_epoch` on, once the average spans its horizon: judged earlier, it still
-lags the weights.
+:func:`first_stop_epoch` on, once the average spans its horizon, and against its own scores
+from then on (:class:`AverageEarlyStopping`): judged earlier, it still lags the weights.
 """
 
 from __future__ import annotations
