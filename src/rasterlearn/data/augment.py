@@ -676,8 +676,7 @@ class Augmenter:
             # drawn only by a zooming augmenter: the others' streams stay as they were
             z = torch.rand(4, generator=gen, dtype=torch.float64).tolist()
             if z[0] < self.zoom_probability:
-                low, high = math.log(self.zoom[0]), math.log(self.zoom[1])
-                scale = math.exp(low + z[1] * (high - low))
+                scale = _log_uniform(*self.zoom, z[1])
                 sample = rotate_zoom(sample, 0.0, scale, z[2], z[3], self.min_box_size)
         if self.brightness or self.contrast:
             b = (2 * u[4] - 1) * self.brightness
@@ -716,17 +715,22 @@ class Augmenter:
             elif t.name == "rotate":
                 angle = t.low + m * (t.high - t.low)
             elif t.name == "zoom":
-                scale = math.exp(math.log(t.low) + m * (math.log(t.high) - math.log(t.low)))
+                scale = _log_uniform(t.low, t.high, m)
                 centre = (row, col)
             elif t.name == "brightness":
                 brightness = 2 * (t.low + m * (t.high - t.low) - 0.5)
             elif t.name == "contrast":
-                contrast = math.exp(math.log(t.low) + m * (math.log(t.high) - math.log(t.low)))
+                contrast = _log_uniform(t.low, t.high, m)
         if angle or scale != 1.0:
             sample = rotate_zoom(sample, angle, scale, *centre, min_box_size=self.min_box_size)
         if brightness or contrast != 1.0:
             sample = replace(sample, image=jitter(sample.image, brightness, contrast))
         return sample
+
+
+def _log_uniform(low: float, high: float, u: float) -> float:
+    """The value at ``u`` (0-1) of ``[low, high]`` on a log scale (scales, contrasts)."""
+    return math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
 
 
 def jitter(image: Array, brightness: float, contrast: float) -> Array:
