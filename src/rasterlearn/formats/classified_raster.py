@@ -51,6 +51,13 @@ def class_raster_type(values: Sequence[int]) -> ClassRasterType:
     return ClassRasterType("int32", -(2**31))
 
 
+def pixel_bytes(classes: Sequence[ClassEntry], probabilities: bool = False) -> int:
+    """Bytes a pixel of a classified raster (or of its probability raster) takes."""
+    if probabilities:
+        return 4 * len(classes)
+    return np.dtype(class_raster_type([v for v, _, _ in classes]).dtype).itemsize
+
+
 class ClassifiedRasterWriter:
     """Write a classified raster window by window.
 

@@ -12,13 +12,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import shapely
 
 from rasterlearn.errors import ParameterError
 from rasterlearn.execution.threads import default_workers
 from rasterlearn.formats.emd import ModelDefinition
 from rasterlearn.geo.grid import Box, Grid
-from rasterlearn.geo.raster import PROCESSING_MODES, RasterSource, open_raster_input
+from rasterlearn.geo.raster import (
+    GDAL_CACHE_BYTES,
+    PROCESSING_MODES,
+    RasterSource,
+    open_raster_input,
+)
 from rasterlearn.geo.vector import load_mask
 from rasterlearn.inference.engine import (
     InferenceJob,
@@ -60,6 +66,33 @@ class PreparedRun:
     def resampled(self) -> bool:
         """Whether the raster is processed on another grid than its own."""
         return self.input_grid is not None and self.input_grid != self.job.grid
+
+    def gdal_cache_bytes(self, output_bytes_per_pixel: int = 0) -> int:
+        """GDAL's block cache for this run: its working set, not the raster.
+
+        Tiles are read a row at a time, so the blocks worth keeping are the input's under one
+        row of tiles (and the row of blocks below, which the next row of tiles overlaps) and
+        the output's block rows being filled (a block row evicted half-written would be
+        compressed and stored twice). Blocks of up to :data:`IO_BLOCK_ROWS` rows are assumed.
+        At least :data:`MIN_GDAL_CACHE_BYTES`, at most
+        :data:`~rasterlearn.geo.raster.GDAL_CACHE_BYTES`.
+
+        Args:
+            output_bytes_per_pixel: Bytes a pixel of the raster outputs written meanwhile.
+        """
+        info = self.source.info
+        rows = max(t.read.height for t in self.tiles) + IO_BLOCK_ROWS
+        per_pixel = info.count * np.dtype(info.dtype).itemsize + output_bytes_per_pixel
+        return int(
+            min(GDAL_CACHE_BYTES, max(MIN_GDAL_CACHE_BYTES, self.area.width * rows * per_pixel))
+        )
+
+
+IO_BLOCK_ROWS = 512
+"""The block height assumed for rasters read and written (a COG's default)."""
+
+MIN_GDAL_CACHE_BYTES = 16 * 2**20
+"""The smallest GDAL block cache an inference run gets."""
 
 
 @dataclass(frozen=True)

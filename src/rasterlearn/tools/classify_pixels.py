@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rasterlearn.errors import ParameterError
-from rasterlearn.formats.classified_raster import ClassifiedRasterWriter
+from rasterlearn.formats.classified_raster import ClassifiedRasterWriter, pixel_bytes
 from rasterlearn.geo.grid import Box, Grid
 from rasterlearn.geo.raster import bounded_gdal_cache
 from rasterlearn.inference.engine import PixelResult, run_tiles
@@ -85,7 +85,7 @@ def classify_pixels(
         ("a pixel classifier", "use detect-objects or classify-objects with this model"),
     )
     targets = _targets(runs, out_classified_raster, out_classified_folder, options.separately)
-    with options.client() as client, bounded_gdal_cache():
+    with options.client() as client:
         for run, target in zip(runs, targets, strict=True):
             write_classified_raster(run, target, cog, options, client)
     return targets
@@ -119,7 +119,9 @@ def write_classified_raster(
     targets = [target] + (
         [target.with_name(target.stem + "_probability.tif")] if with_probs else []
     )
+    written = sum(pixel_bytes(info.classes, k == 1) for k in range(len(targets)))
     with contextlib.ExitStack() as stack:
+        stack.enter_context(bounded_gdal_cache(run.gdal_cache_bytes(written)))
         paths = [stack.enter_context(staged_files(t, options.overwrite)) for t in targets]
         if run.resampled:
             work = [p.with_name(f".processing-grid-{p.name}") for p in paths]

@@ -102,9 +102,10 @@ def detect_objects(
         ("an object detector", "use classify-pixels or classify-objects with this model"),
     )
     frames = []
-    with options.client() as client, bounded_gdal_cache():
+    with options.client() as client:
         for run in runs:
-            frame = _detect_one(run, options, client)
+            with bounded_gdal_cache(run.gdal_cache_bytes()):
+                frame = _detect_one(run, options, client)
             if options.separately:
                 frame.insert(0, "Image", Path(run.source.name).name)
             frames.append(frame)
