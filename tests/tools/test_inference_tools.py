@@ -29,6 +29,8 @@ from typer.testing import CliRunner
 from rasterlearn.cli import app
 from rasterlearn.errors import InputError, ParameterError
 from rasterlearn.formats.dlpk import create_dlpk
+from rasterlearn.formats.model_source import load_model_definition
+from rasterlearn.inference.predictors import model_info, resolve_model_arguments
 from rasterlearn.tools.classify_objects import classify_objects
 from rasterlearn.tools.classify_pixels import classify_pixels
 from rasterlearn.tools.detect_objects import detect_objects
@@ -255,6 +257,29 @@ def test_detection_defaults_to_the_threshold_of_the_best_validation_f1(models, t
     )
     assert len(default) and default.equals(given)
     assert default["Confidence"].min() >= chosen * 100 - 1e-6
+
+
+def test_fcos_detects_on_tiles_of_two_chips_by_default(models, tmp_path):
+    emd = json.loads(models.fcos.read_text())
+    chip = emd["ImageHeight"]
+    assert emd["InferenceTileSize"] == 2 * chip
+    assert "InferenceTileSize" not in json.loads(models.unet.read_text())
+    info = model_info(load_model_definition(models.fcos))
+    defaults = resolve_model_arguments(info, None)
+    assert (defaults["tile_size"], defaults["padding"]) == (2 * chip, chip // 2)
+    assert defaults["batch_size"] == 4  # the pixels of 16 chips
+    raster = models.scene.raster_path
+    default = gpd.read_file(detect_objects(raster, tmp_path / "a.gpkg", models.fcos))
+    given = gpd.read_file(
+        detect_objects(raster, tmp_path / "b.gpkg", models.fcos, {"tile_size": 2 * chip})
+    )
+    chips = gpd.read_file(
+        detect_objects(
+            raster, tmp_path / "c.gpkg", models.fcos, {"tile_size": chip, "padding": chip // 4}
+        )
+    )
+    assert len(default) and default.equals(given)
+    assert not default.equals(chips)
 
 
 # ---------------------------------------------------------------------- classify objects

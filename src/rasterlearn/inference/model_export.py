@@ -123,6 +123,7 @@ def export_trained_model(
         details = _export(trained, task, fmt, model_path)
         exported = ModelDefinition.load(definition.to_dict())
         exported.set("ModelFile", model_path.name)
+        exported.remove("InferenceTileSize")  # the export is checked at the chip size only
         exported.set("RasterlearnExport", details)
         emd_path = exported.save(tmp / f"{name}.emd")
         difference = check_export(definition, emd_path)

@@ -182,16 +182,20 @@ def model_info(definition: ModelDefinition) -> ModelInfo:
 def inference_arguments(task: str, tile_height: int, raw: dict) -> tuple[ModelArgument, ...]:
     """The model arguments of the inference tools for a task, ArcGIS's names and defaults.
 
-    ``batch_size`` defaults to the ``.emd``'s ``BatchSize`` when it has one.
+    ``batch_size`` defaults to the ``.emd``'s ``BatchSize`` when it has one. A model whose
+    ``.emd`` gives an ``InferenceTileSize`` (rasterlearn's FCOS: twice its chip size) is run on
+    tiles of that size by default, in batches of as many pixels as at its chip size.
     """
     a = ModelArgument
-    batch = int(raw.get("BatchSize") or (4 if task != DETECTION else 16))
+    tile = int(raw.get("InferenceTileSize") or tile_height)
+    chips = 4 if task != DETECTION else 16
+    batch = int(raw.get("BatchSize") or max(1, chips * tile_height**2 // tile**2))
     tta = a("test_time_augmentation", bool, False, "predict on flipped/rotated copies and merge")
-    padding = a("padding", int, tile_height // 4, "pixels of each tile edge used only as context")
+    padding = a("padding", int, tile // 4, "pixels of each tile edge used only as context")
     batch_arg = a("batch_size", int, batch, "tiles per forward pass")
     variable = (
-        (a("tile_size", int, tile_height, "tile size in pixels (square)"),)
-        if raw.get("SupportsVariableTileSize")
+        (a("tile_size", int, tile, "tile size in pixels (square)"),)
+        if raw.get("SupportsVariableTileSize") or tile != tile_height
         else ()
     )
     if task == PIXEL:
