@@ -29,7 +29,7 @@ import numpy as np
 from rasterlearn import export_training_data
 from rasterlearn.inference.backends import open_predictor
 from rasterlearn.inference.engine import plan_tiles, read_tile
-from rasterlearn.inference.predictors import resolve_model_arguments
+from rasterlearn.inference.predictors import resolve_model_arguments, tile_shape
 from rasterlearn.synthetic import make_scene
 from rasterlearn.tools.classify_pixels import classify_pixels
 from rasterlearn.tools.detect_objects import detect_objects
@@ -175,7 +175,7 @@ def bare_forward_seconds(raster: Path, model: Path, tool: str) -> tuple[float, i
 
     with RasterSource(str(raster)) as source:
         grid = source.info.grid
-        tiles = plan_tiles(grid.box, info.tile_height, info.tile_width, args["padding"])
+        tiles = plan_tiles(grid.box, *tile_shape(info, args), args["padding"])
         reads = [read_tile(source, grid, t.read, None) for t in tiles]
     batch = int(args["batch_size"])
     start = time.perf_counter()
