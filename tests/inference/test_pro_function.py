@@ -94,7 +94,9 @@ def _off_the_border(rows: np.ndarray, size: int) -> np.ndarray:
 def test_detection_function_equals_detect_objects(models, tmp_path):
     raster, emd = models.scene.raster_path, models.fcos
     arguments = {"padding": PADDING, "threshold": 0.3, "nms_overlap": 0.1}
-    found = detect_objects(raster, tmp_path / "found.gpkg", emd, arguments=arguments)
+    # the Pro function runs its TorchScript copy (traced at the chip size) on tiles of one chip
+    chip = {"tile_size": json.loads(emd.read_text())["ImageHeight"]}
+    found = detect_objects(raster, tmp_path / "found.gpkg", emd, arguments=arguments | chip)
     pro = json.loads(run_in_pro_host(tmp_path, emd, raster, "objects", arguments).read_text())
     # Pro's tool merges blocks with a per-class NMS (run_nms), as rasterlearn's final NMS
     boxes = torch.tensor([f[:4] for f in pro], dtype=torch.float64).reshape(-1, 4)
