@@ -81,7 +81,7 @@ class PreparedRun:
             output_bytes_per_pixel: Bytes a pixel of the raster outputs written meanwhile.
         """
         info = self.source.info
-        rows = max(t.read.height for t in self.tiles) + IO_BLOCK_ROWS
+        rows = tile_shape(self.predictor.info, self.job.arguments)[0] + IO_BLOCK_ROWS
         per_pixel = info.count * np.dtype(info.dtype).itemsize + output_bytes_per_pixel
         return int(
             min(GDAL_CACHE_BYTES, max(MIN_GDAL_CACHE_BYTES, self.area.width * rows * per_pixel))

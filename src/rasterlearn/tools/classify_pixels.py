@@ -119,7 +119,7 @@ def write_classified_raster(
     targets = [target] + (
         [target.with_name(target.stem + "_probability.tif")] if with_probs else []
     )
-    written = sum(pixel_bytes(info.classes, k == 1) for k in range(len(targets)))
+    written = pixel_bytes(info.classes) + (pixel_bytes(info.classes, True) if with_probs else 0)
     with contextlib.ExitStack() as stack:
         stack.enter_context(bounded_gdal_cache(run.gdal_cache_bytes(written)))
         paths = [stack.enter_context(staged_files(t, options.overwrite)) for t in targets]

@@ -42,6 +42,7 @@ objects lie near a tile's edge. On the NEON demo split (11 seeds, the Train tool
 on 128 px, 0.496 on 256 px)."""
 
 CONTEXT_TILE_CHIPS = 2
+"""The ``InferenceTileSize`` of :data:`CONTEXT_TILE_MODEL_TYPES`, in chips across."""
 
 
 @dataclass(frozen=True)
