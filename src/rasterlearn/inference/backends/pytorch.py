@@ -35,6 +35,10 @@ from rasterlearn.models.trained import load_trained_model
 
 logger = logging.getLogger("rasterlearn.inference")
 
+CPU_PASS_PIXELS = 256 * 256
+"""The most tile pixels a pixel classifier's forward pass takes on the CPU (whole tiles, at
+least one)."""
+
 
 class TorchPredictor(Predictor):
     """A rasterlearn model (``.emd`` + ``.pth``) on the CPU or a GPU.
@@ -87,10 +91,12 @@ class TorchPredictor(Predictor):
         with torch.inference_mode(), self._autocast():
             if self.info.task in ("detection", "instance"):
                 return self.model(list(x))
-            if self.info.task in (PIXEL, CHANGE) and self.device.type == "cpu" and len(x) > 1:
-                # One tile at a time: as fast on a CPU (a lane runs one thread, which a batch
-                # of 256 px tiles does not speed up), with a batch's activations fewer in memory.
-                return torch.cat([self._pass(tile[None]) for tile in x])
+            if self.info.task in (PIXEL, CHANGE) and self.device.type == "cpu":
+                # Passes of at most CPU_PASS_PIXELS: one thread runs a 256 px tile alone as
+                # fast as in a batch of 4, with a quarter of the activations in memory; smaller
+                # tiles gain from their batch (one 64 px tile at a time: 1.5x slower).
+                step = max(1, CPU_PASS_PIXELS // (x.shape[-2] * x.shape[-1]))
+                return torch.cat([self._pass(x[i : i + step]) for i in range(0, len(x), step)])
             return self._pass(x)
 
     def _pass(self, x: torch.Tensor) -> torch.Tensor:
